@@ -1,0 +1,347 @@
+//! The agent's main loop.
+//!
+//! A poller thread owns the kernel programs and the host sampler: every
+//! interval it copies the kernel maps into a [`KernelSnapshot`], samples
+//! procfs, updates the `metrics` recorder and appends to the [`History`].
+//! The admin server only reads what the poller published, so a scrape never
+//! touches the kernel. SIGINT/SIGTERM stop the poller, which drops the
+//! programs (detaching them), and remove the pid file.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    history::History,
+    host::HostSampler,
+    lifecycle::{LifecycleError, PidFile},
+    metrics::{self as m, names},
+    telemetry::{KernelSnapshot, KernelTelemetry, TelemetryError},
+};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub admin: SocketAddr,
+    pub interval: Duration,
+    pub pid_file: PathBuf,
+    /// Written once the programs are attached and the admin port listens.
+    pub ready_file: Option<PathBuf>,
+    pub history_len: usize,
+    pub history_max_metrics: usize,
+    pub max_endpoint_series: usize,
+    pub server_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error("kernel telemetry: {0}")]
+    Telemetry(#[from] TelemetryError),
+    #[error("admin address {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics recorder: {0}")]
+    Recorder(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the ready file says, for tests and the demo.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    pub admin: SocketAddr,
+    pub pid: u32,
+}
+
+/// The JSON view served at `/api/v1/snapshot`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct View {
+    /// Unix milliseconds of the poll that produced this view.
+    pub timestamp: u64,
+    pub server_id: String,
+    pub kernel: KernelSnapshot,
+    pub host: Vec<(String, f64)>,
+}
+
+/// State the poller publishes and the admin server reads.
+pub struct Shared {
+    view: RwLock<Arc<View>>,
+    pub history: Mutex<History>,
+    prometheus: PrometheusHandle,
+    max_endpoint_series: usize,
+}
+
+impl Shared {
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().expect("view lock").clone()
+    }
+
+    pub fn render_metrics(&self) -> String {
+        let mut out = self.prometheus.render();
+        m::kernel::render(&self.view().kernel, self.max_endpoint_series, &mut out);
+        out
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let pid_file = PidFile::acquire(&cfg.pid_file)?;
+    let telemetry = KernelTelemetry::load()?;
+    tracing::info!("Kernel telemetry attached");
+    let prometheus = m::install_recorder(cfg.interval * 30 + Duration::from_secs(30))
+        .map_err(AgentError::Recorder)?;
+    let listener = tokio::net::TcpListener::bind(cfg.admin)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: cfg.admin,
+            source,
+        })?;
+    let admin = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: cfg.admin,
+        source,
+    })?;
+    let shared = Arc::new(Shared {
+        view: RwLock::new(Arc::new(View::default())),
+        history: Mutex::new(History::new(
+            cfg.server_id.clone(),
+            cfg.history_len,
+            cfg.history_max_metrics,
+        )),
+        prometheus,
+        max_endpoint_series: cfg.max_endpoint_series,
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (shared, stop, cfg) = (shared.clone(), stop.clone(), cfg.clone());
+        std::thread::Builder::new()
+            .name("shadow-poller".into())
+            .spawn(move || poll_loop(telemetry, &shared, &stop, &cfg))
+            .map_err(|source| AgentError::Io {
+                what: "spawning the poller".into(),
+                source,
+            })?
+    };
+    let server = tokio::spawn(crate::admin::serve(listener, shared.clone()));
+    tracing::info!(%admin, "Serving metrics at http://{admin}/metrics");
+    if let Some(path) = &cfg.ready_file {
+        let ready = Ready {
+            admin,
+            pid: std::process::id(),
+        };
+        let body = serde_json::to_string(&ready).expect("ready serialises");
+        std::fs::write(path, body).map_err(|source| AgentError::Io {
+            what: format!("writing ready file {}", path.display()),
+            source,
+        })?;
+    }
+
+    wait_for_signal().await;
+    tracing::info!("Shutting down: detaching kernel programs");
+    server.abort();
+    stop.store(true, Ordering::Relaxed);
+    if poller.join().is_err() {
+        tracing::error!("Poller thread panicked");
+    }
+    drop(pid_file);
+    tracing::info!("Detached; bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("Cannot install signal handlers; exiting");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn poll_loop(
+    mut telemetry: KernelTelemetry,
+    shared: &Shared,
+    stop: &AtomicBool,
+    cfg: &AgentConfig,
+) {
+    let mut host = HostSampler::new();
+    let mut previous: Option<(u64, KernelSnapshot)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let started = std::time::Instant::now();
+        telemetry.flush_logs();
+        let now = unix_ms();
+        match telemetry.snapshot() {
+            Ok(kernel) => {
+                let host_sample = host.sample();
+                publish_metrics(&kernel, &host_sample);
+                let derived = derived_series(previous.as_ref(), now, &kernel);
+                {
+                    let mut history = shared.history.lock().expect("history lock");
+                    for (metric, value) in host_sample.iter().chain(derived.iter()) {
+                        history.push(now, metric, *value);
+                    }
+                    metrics::counter!(names::HISTORY_REFUSED).absolute(history.refused);
+                }
+                let view = View {
+                    timestamp: now,
+                    server_id: cfg.server_id.clone(),
+                    kernel: kernel.clone(),
+                    host: host_sample,
+                };
+                *shared.view.write().expect("view lock") = Arc::new(view);
+                previous = Some((now, kernel));
+            }
+            Err(error) => {
+                metrics::counter!(names::POLL_ERRORS).increment(1);
+                tracing::warn!(%error, "Reading kernel maps failed");
+            }
+        }
+        if let Some(rss) = self_rss() {
+            metrics::gauge!(names::AGENT_RSS).set(rss as f64);
+        }
+        // Sleep in short steps so a stop request is seen promptly.
+        while started.elapsed() < cfg.interval && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20).min(cfg.interval));
+        }
+    }
+    telemetry.flush_logs();
+}
+
+/// Rates from the kernel counters, as forecaster series.
+fn derived_series(
+    previous: Option<&(u64, KernelSnapshot)>,
+    now: u64,
+    kernel: &KernelSnapshot,
+) -> Vec<(String, f64)> {
+    let Some((then, before)) = previous else {
+        return Vec::new();
+    };
+    let dt = now.saturating_sub(*then) as f64 / 1000.0;
+    if dt <= 0.0 {
+        return Vec::new();
+    }
+    let requests = |s: &KernelSnapshot| s.block.iter().map(|b| b.size_bytes.count()).sum::<u64>();
+    let bytes = |s: &KernelSnapshot| s.block.iter().map(|b| b.size_bytes.sum).sum::<u64>();
+    let connects = |s: &KernelSnapshot| s.endpoints.iter().map(|e| e.connections).sum::<u64>();
+    let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+    vec![
+        (
+            "block.iops".into(),
+            rate(requests(kernel), requests(before)),
+        ),
+        (
+            "block.bytes_per_second".into(),
+            rate(bytes(kernel), bytes(before)),
+        ),
+        (
+            "tcp.connections_per_second".into(),
+            rate(connects(kernel), connects(before)),
+        ),
+    ]
+}
+
+fn publish_metrics(kernel: &KernelSnapshot, host: &[(String, f64)]) {
+    for (reason, n) in kernel.drops.by_reason() {
+        metrics::counter!(names::KERNEL_DROPS, "reason" => reason).absolute(n);
+    }
+    metrics::counter!(names::KERNEL_EVENTS, "event" => "block_rq_issue")
+        .absolute(kernel.block_issued);
+    metrics::counter!(names::KERNEL_EVENTS, "event" => "tcp_probe").absolute(kernel.tcp_probes);
+    for (metric, value) in host {
+        let (name, label) = gauge_name(metric);
+        match label {
+            Some((k, v)) => metrics::gauge!(name, k => v).set(*value),
+            None => metrics::gauge!(name).set(*value),
+        }
+    }
+}
+
+/// `host.cpu_utilisation` -> `shadow_host_cpu_utilisation`;
+/// `cgroup.<name>.cpu_cores` -> `shadow_cgroup_cpu_cores{cgroup="<name>"}`.
+pub fn gauge_name(metric: &str) -> (String, Option<(&'static str, String)>) {
+    let mut parts = metric.splitn(2, '.');
+    let scope = parts.next().unwrap_or_default();
+    let rest = parts.next().unwrap_or_default();
+    match scope {
+        "cgroup" | "process" => {
+            let (name, field) = rest.rsplit_once('.').unwrap_or((rest, "value"));
+            let label = if scope == "cgroup" {
+                "cgroup"
+            } else {
+                "process"
+            };
+            (
+                format!("{}{scope}_{field}", names::HOST_GAUGE_PREFIX),
+                Some((label, name.to_owned())),
+            )
+        }
+        _ => (
+            format!("{}{}", names::HOST_GAUGE_PREFIX, metric.replace('.', "_")),
+            None,
+        ),
+    }
+}
+
+/// Resident set size of this process, in bytes.
+pub fn self_rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    Some(pages * page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauge_names_and_labels() {
+        assert_eq!(
+            gauge_name("host.cpu_utilisation"),
+            ("shadow_host_cpu_utilisation".into(), None)
+        );
+        assert_eq!(
+            gauge_name("cgroup.system.slice.cpu_cores"),
+            (
+                "shadow_cgroup_cpu_cores".into(),
+                Some(("cgroup", "system.slice".into()))
+            )
+        );
+        assert_eq!(
+            gauge_name("process.nginx[42].rss_bytes"),
+            (
+                "shadow_process_rss_bytes".into(),
+                Some(("process", "nginx[42]".into()))
+            )
+        );
+    }
+}

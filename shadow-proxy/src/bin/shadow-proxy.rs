@@ -1,0 +1,110 @@
+//! The shadow agent.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use shadow_proxy::{agent, duration, metrics::kernel::DEFAULT_MAX_ENDPOINT_SERIES, telemetry};
+
+/// shadow's agent: attaches the kernel telemetry programs and serves
+/// Prometheus metrics and the admin API.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Admin listen address (metrics at /metrics). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    admin: SocketAddr,
+    /// How often the kernel maps and procfs are read (500ms, 1s, ...).
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    interval: Duration,
+    /// Pid file; a second agent with the same file refuses to start.
+    #[arg(long, default_value = "/run/shadow/shadow-proxy.pid")]
+    pid_file: PathBuf,
+    /// Write `{"admin":..,"pid":..}` here once attached and listening.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Samples kept per metric for the forecaster.
+    #[arg(long, default_value_t = 3600)]
+    history_len: usize,
+    /// Distinct metrics kept in the history.
+    #[arg(long, default_value_t = 256)]
+    history_max_metrics: usize,
+    /// Endpoints exported by name; the rest are summed into endpoint="other".
+    #[arg(long, default_value_t = DEFAULT_MAX_ENDPOINT_SERIES)]
+    max_endpoint_series: usize,
+    /// Name of this host in the history (default: the hostname).
+    #[arg(long)]
+    server_id: Option<String>,
+    /// Load and attach the programs, report, detach and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(64);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHADOW_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if cli.check {
+        return match telemetry::KernelTelemetry::load() {
+            Ok(_) => {
+                println!(
+                    "ok: {} tracepoint programs load and attach",
+                    telemetry::TRACEPOINTS.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let server_id = cli.server_id.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    });
+    let cfg = agent::AgentConfig {
+        admin: cli.admin,
+        interval: cli.interval,
+        pid_file: cli.pid_file,
+        ready_file: cli.ready_file,
+        history_len: cli.history_len,
+        history_max_metrics: cli.history_max_metrics,
+        max_endpoint_series: cli.max_endpoint_series,
+        server_id,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(agent::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "shadow-proxy failed");
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Every metric name shadow exports, in one place.
+
+// Rendered from the kernel maps (metrics/kernel.rs).
+pub const BLOCK_LATENCY: &str = "shadow_block_io_latency_seconds";
+pub const BLOCK_SIZE: &str = "shadow_block_io_size_bytes";
+pub const BLOCK_REQUESTS: &str = "shadow_block_io_requests_total";
+pub const BLOCK_BYTES: &str = "shadow_block_io_bytes_total";
+pub const TCP_SRTT: &str = "shadow_tcp_srtt_seconds";
+pub const TCP_CONNECT: &str = "shadow_tcp_connect_latency_seconds";
+pub const TCP_LIFETIME: &str = "shadow_tcp_connection_lifetime_seconds";
+pub const TCP_CONN_BYTES: &str = "shadow_tcp_connection_bytes";
+pub const TCP_TX_BYTES: &str = "shadow_tcp_sent_bytes_total";
+pub const TCP_RX_BYTES: &str = "shadow_tcp_received_bytes_total";
+pub const TCP_RETRANSMITS: &str = "shadow_tcp_retransmits_total";
+pub const TCP_CONNECTIONS: &str = "shadow_tcp_connections_total";
+pub const TCP_CONNECT_FAILURES: &str = "shadow_tcp_connect_failures_total";
+pub const TCP_CLOSES: &str = "shadow_tcp_closes_total";
+pub const TCP_ENDPOINTS: &str = "shadow_tcp_endpoints_tracked";
+
+// Through the `metrics` recorder.
+pub const KERNEL_DROPS: &str = "shadow_kernel_drops_total";
+pub const KERNEL_EVENTS: &str = "shadow_kernel_events_total";
+pub const HOST_GAUGE_PREFIX: &str = "shadow_";
+pub const HISTORY_REFUSED: &str = "shadow_history_refused_total";
+pub const POLL_ERRORS: &str = "shadow_agent_poll_errors_total";
+pub const AGENT_RSS: &str = "shadow_agent_rss_bytes";
