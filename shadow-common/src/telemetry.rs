@@ -217,8 +217,12 @@ pub struct ConnInfo {
     pub established_ns: u64,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
+    /// Set at CLOSE. The entry stays (until the LRU reclaims it) because an
+    /// application may still read data that arrived before the close, as
+    /// the side that closes first does in TIME_WAIT.
+    pub closed_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<ConnInfo>() == 56);
+const _: () = assert!(core::mem::size_of::<ConnInfo>() == 64);
 
 /// TCP states as `sock:inet_sock_set_state` reports them.
 pub mod tcp_state {

@@ -172,6 +172,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 established_ns: 0,
                 tx_bytes: 0,
                 rx_bytes: 0,
+                closed_ns: 0,
             };
             insert_conn(skaddr, &info);
         }
@@ -226,6 +227,7 @@ fn on_established(
         established_ns: ts,
         tx_bytes: 0,
         rx_bytes: 0,
+        closed_ns: 0,
     };
     insert_conn(skaddr, &info);
     if let Some(ep) = endpoint(ctx, &info.endpoint) {
@@ -236,12 +238,19 @@ fn on_established(
 }
 
 fn on_close(ctx: &TracePointContext, skaddr: u64) {
-    let Some(conn) = CONNS.get_ptr(skaddr) else {
+    let Some(conn) = CONNS.get_ptr_mut(skaddr) else {
         return;
     };
-    // SAFETY: the pointer came from a successful lookup; copy before removing.
-    let conn = unsafe { *conn };
-    let _ = CONNS.remove(skaddr);
+    let ts = now();
+    // SAFETY: `conn` points at a live map value; state changes of one socket
+    // are serialised by its lock.
+    let conn = unsafe {
+        if (*conn).closed_ns != 0 {
+            return;
+        }
+        (*conn).closed_ns = ts;
+        *conn
+    };
     let Some(ep) = endpoint(ctx, &conn.endpoint) else {
         return;
     };
@@ -250,7 +259,7 @@ fn on_close(ctx: &TracePointContext, skaddr: u64) {
         if conn.established_ns != 0 {
             hist_record(
                 &raw mut (*ep).lifetime_ns,
-                now().saturating_sub(conn.established_ns),
+                ts.saturating_sub(conn.established_ns),
             );
             hist_record(&raw mut (*ep).conn_bytes, conn.tx_bytes + conn.rx_bytes);
             atomic_add(&raw mut (*ep).counters.closes, 1);
