@@ -1,1 +1,49 @@
-fn main() {}
+//! shadow's benchmark harness. Run through `cargo xtask bench`.
+//!
+//! `telemetry-overhead`: a TCP workload (wrk against nginx on 127.0.0.1) and
+//! a disk workload (fio, 4 KiB O_DIRECT random read/write) with the agent
+//! detached and attached, alternating the order each round so drift cancels.
+//! Reports medians and attached/detached ratios, measured in the same run.
+
+mod overhead;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Throughput and p99 with the telemetry programs attached vs detached.
+    TelemetryOverhead {
+        /// The agent binary (a release build).
+        #[arg(long, default_value = "target/release/shadow-proxy")]
+        agent: PathBuf,
+        /// Seconds per workload run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Detached/attached pairs.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Markdown report to write.
+        #[arg(long, default_value = "bench/reports/telemetry-overhead.md")]
+        report: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::TelemetryOverhead {
+            agent,
+            seconds,
+            rounds,
+            report,
+        } => overhead::run(&agent, seconds, rounds, &report),
+    }
+}

@@ -1,1 +1,120 @@
-fn main() {}
+//! `cargo xtask`: shadow's orchestration. Never builds the eBPF object itself
+//! (shadow-proxy/build.rs does); it installs what a fresh machine lacks,
+//! runs the checks and tests, the demo and the benchmarks.
+
+mod demo;
+mod setup;
+mod util;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "shadow's setup, tests, demo and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what is missing (Debian packages, bpf-linker, the BPF toolchain link).
+    Setup {
+        /// Also install the benchmark tools (wrk, fio, nginx).
+        #[arg(long)]
+        bench: bool,
+    },
+    /// Formatting, clippy (user space and eBPF), unit and kernel tests.
+    Test,
+    /// Start the agent, generate disk and TCP load, show the live histograms.
+    Demo {
+        /// How long to run; 0 runs until Ctrl-C.
+        #[arg(long, default_value = "30", value_parser = parse_secs)]
+        duration: Duration,
+        /// The agent's admin address.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        admin: String,
+    },
+    /// Benchmarks (bench/): telemetry overhead, attached vs detached.
+    Bench {
+        /// Seconds per workload run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Attached/detached round pairs.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.trim_end_matches('s')
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{s:?} is not a number of seconds"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup { bench } => setup::run(bench),
+        Command::Test => test(),
+        Command::Demo { duration, admin } => demo::run(duration, &admin),
+        Command::Bench { seconds, rounds } => bench(seconds, rounds),
+    }
+}
+
+fn test() -> Result<()> {
+    let started = std::time::Instant::now();
+    setup::run(false)?;
+    let tc = setup::bpf_toolchain();
+    util::step("rustfmt", || {
+        util::cargo(&["fmt", "--all", "--", "--check"])?;
+        util::run("rustup", &["run", &tc, "cargo", "fmt", "-p", "shadow-ebpf", "--", "--check"])
+    })?;
+    util::step("clippy (user space)", || {
+        util::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+    })?;
+    util::step("clippy (eBPF, bpfel-unknown-none)", || {
+        util::run(
+            "rustup",
+            &[
+                "run", &tc, "cargo", "clippy", "-p", "shadow-ebpf", "--release", "--target",
+                "bpfel-unknown-none", "--target-dir", "target/bpf-clippy", "--", "-D", "warnings",
+            ],
+        )
+    })?;
+    util::step("build binaries", || util::cargo(&["build", "--workspace", "--bins"]))?;
+    if std::env::var("SHADOW_SKIP_KERNEL_TESTS").is_ok_and(|v| v == "1") {
+        println!("note: SHADOW_SKIP_KERNEL_TESTS=1: kernel tests will report SKIPPED");
+    }
+    util::step("tests (unit and kernel end-to-end)", || {
+        util::cargo(&["test", "--workspace", "--no-fail-fast"])
+    })?;
+    println!("all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn bench(seconds: u64, rounds: u32) -> Result<()> {
+    setup::run(true)?;
+    util::step("build release binaries", || {
+        util::cargo(&["build", "--release", "-p", "shadow-proxy", "-p", "shadow-bench"])
+    })?;
+    util::step("telemetry overhead benchmark", || {
+        util::run(
+            "target/release/shadow-bench",
+            &[
+                "telemetry-overhead",
+                "--agent",
+                "target/release/shadow-proxy",
+                "--seconds",
+                &seconds.to_string(),
+                "--rounds",
+                &rounds.to_string(),
+                "--report",
+                "bench/reports/telemetry-overhead.md",
+            ],
+        )
+    })
+}

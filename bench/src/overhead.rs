@@ -1,0 +1,303 @@
+//! Telemetry overhead: the same workloads with and without the agent.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// One run of both workloads.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    http_rps: f64,
+    http_p99_ms: f64,
+    disk_iops: f64,
+}
+
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_nginx(dir: &Path) -> Result<Nginx> {
+    let port = free_port()?;
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), "x".repeat(1024))?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; server {{ listen 127.0.0.1:{port}; location / {{ root {w}; }} }} }}\n",
+            d = dir.display(),
+            w = www.display()
+        ),
+    )?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nginx did not listen on {port}; see {}/error.log", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Nginx { child, port })
+}
+
+/// (requests/s, p99 ms) from wrk's --latency output.
+fn parse_wrk(out: &str) -> Option<(f64, f64)> {
+    let rps = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let p99 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(str::trim)?;
+    let ms = if let Some(v) = p99.strip_suffix("us") {
+        v.parse::<f64>().ok()? / 1000.0
+    } else if let Some(v) = p99.strip_suffix("ms") {
+        v.parse().ok()?
+    } else if let Some(v) = p99.strip_suffix('s') {
+        v.parse::<f64>().ok()? * 1000.0
+    } else {
+        return None;
+    };
+    Some((rps, ms))
+}
+
+fn wrk(port: u16, seconds: u64) -> Result<(f64, f64)> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+fn fio(file: &Path, seconds: u64) -> Result<f64> {
+    let out = Command::new("fio")
+        .args([
+            "--name=shadow",
+            "--size=256M",
+            "--rw=randrw",
+            "--rwmixread=50",
+            "--bs=4k",
+            "--direct=1",
+            "--ioengine=psync",
+            "--time_based",
+            &format!("--runtime={seconds}"),
+            "--output-format=json",
+        ])
+        .arg(format!("--filename={}", file.display()))
+        .output()
+        .context("running fio")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("fio output: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let job = &v["jobs"][0];
+    Ok(job["read"]["iops"].as_f64().unwrap_or(0.0) + job["write"]["iops"].as_f64().unwrap_or(0.0))
+}
+
+struct AgentProc {
+    child: Child,
+}
+
+impl AgentProc {
+    fn start(bin: &Path, dir: &Path) -> Result<Self> {
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let child = Command::new(bin)
+            .args(["--admin", "127.0.0.1:0", "--interval", "1s"])
+            .arg("--pid-file")
+            .arg(dir.join("agent.pid"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            if Instant::now() > deadline {
+                bail!("agent not ready in 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { child })
+    }
+
+    /// (CPU seconds used so far, RSS bytes).
+    fn usage(&self) -> (f64, u64) {
+        let pid = self.child.id();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            * 1024;
+        (ticks / hz, rss)
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn measure(nginx: &Nginx, fio_file: &Path, seconds: u64) -> Result<Sample> {
+    let (http_rps, http_p99_ms) = wrk(nginx.port, seconds)?;
+    let disk_iops = fio(fio_file, seconds)?;
+    Ok(Sample {
+        http_rps,
+        http_p99_ms,
+        disk_iops,
+    })
+}
+
+pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("shadow-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let nginx = start_nginx(&dir)?;
+    let fio_file: PathBuf = dir.join("fio.dat");
+    println!("warm-up (lays out the fio file, warms nginx)");
+    measure(&nginx, &fio_file, 2)?;
+
+    let mut detached = Vec::new();
+    let mut attached = Vec::new();
+    let mut agent_cpu = Vec::new();
+    let mut agent_rss = 0u64;
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        for with_agent in order {
+            let label = if with_agent { "attached" } else { "detached" };
+            let s = if with_agent {
+                let a = AgentProc::start(agent, &dir)?;
+                let (cpu0, _) = a.usage();
+                let t = Instant::now();
+                let s = measure(&nginx, &fio_file, seconds)?;
+                let (cpu1, rss) = a.usage();
+                agent_cpu.push((cpu1 - cpu0) / t.elapsed().as_secs_f64());
+                agent_rss = agent_rss.max(rss);
+                attached.push(s);
+                s
+            } else {
+                let s = measure(&nginx, &fio_file, seconds)?;
+                detached.push(s);
+                s
+            };
+            println!(
+                "round {round} {label:>8}: http {:.0} req/s p99 {:.2} ms, disk {:.0} IOPS",
+                s.http_rps, s.http_p99_ms, s.disk_iops
+            );
+        }
+    }
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let med = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+    let (d_rps, a_rps) = (med(&detached, |s| s.http_rps), med(&attached, |s| s.http_rps));
+    let (d_p99, a_p99) = (med(&detached, |s| s.http_p99_ms), med(&attached, |s| s.http_p99_ms));
+    let (d_io, a_io) = (med(&detached, |s| s.disk_iops), med(&attached, |s| s.disk_iops));
+    let cpu = median(agent_cpu);
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# Telemetry overhead: agent attached vs detached\n");
+    let _ = writeln!(
+        md,
+        "Command: `cargo xtask bench --seconds {seconds} --rounds {rounds}`. {rounds} rounds, \
+         alternating order; medians. Kernel {}, {} CPUs.\n",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(md, "| workload | detached | attached | attached/detached |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| HTTP (wrk -c32 → nginx, 127.0.0.1) req/s | {d_rps:.0} | {a_rps:.0} | {:.4} |",
+        a_rps / d_rps
+    );
+    let _ = writeln!(
+        md,
+        "| HTTP p99 latency, ms | {d_p99:.3} | {a_p99:.3} | {:.4} |",
+        a_p99 / d_p99
+    );
+    let _ = writeln!(
+        md,
+        "| disk (fio 4 KiB O_DIRECT randrw) IOPS | {d_io:.0} | {a_io:.0} | {:.4} |",
+        a_io / d_io
+    );
+    let _ = writeln!(
+        md,
+        "\nAgent while attached: {:.1}% of one CPU (median), peak RSS {:.1} MiB.",
+        cpu * 100.0,
+        agent_rss as f64 / (1024.0 * 1024.0)
+    );
+    print!("\n{md}");
+    if let Some(parent) = report.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(report, md)?;
+    println!("report written to {}", report.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let out = "Running 10s test\n  Latency Distribution\n     50%  200.00us\n     99%    1.25ms\n  100 requests\nRequests/sec:  12345.67\nTransfer/sec: 1MB\n";
+        assert_eq!(parse_wrk(out), Some((12345.67, 1.25)));
+    }
+}
