@@ -30,7 +30,9 @@ impl Drop for Nginx {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start_nginx(dir: &Path) -> Result<Nginx> {
@@ -60,7 +62,10 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
-            bail!("nginx did not listen on {port}; see {}/error.log", dir.display());
+            bail!(
+                "nginx did not listen on {port}; see {}/error.log",
+                dir.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -161,8 +166,14 @@ impl AgentProc {
             .rsplit_once(')')
             .map(|(_, r)| r.split_whitespace().collect())
             .unwrap_or_default();
-        let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-            + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
         let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| {
@@ -217,7 +228,11 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     let mut agent_cpu = Vec::new();
     let mut agent_rss = 0u64;
     for round in 0..rounds {
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for with_agent in order {
             let label = if with_agent { "attached" } else { "detached" };
             let s = if with_agent {
@@ -245,9 +260,18 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     let _ = std::fs::remove_dir_all(&dir);
 
     let med = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
-    let (d_rps, a_rps) = (med(&detached, |s| s.http_rps), med(&attached, |s| s.http_rps));
-    let (d_p99, a_p99) = (med(&detached, |s| s.http_p99_ms), med(&attached, |s| s.http_p99_ms));
-    let (d_io, a_io) = (med(&detached, |s| s.disk_iops), med(&attached, |s| s.disk_iops));
+    let (d_rps, a_rps) = (
+        med(&detached, |s| s.http_rps),
+        med(&attached, |s| s.http_rps),
+    );
+    let (d_p99, a_p99) = (
+        med(&detached, |s| s.http_p99_ms),
+        med(&attached, |s| s.http_p99_ms),
+    );
+    let (d_io, a_io) = (
+        med(&detached, |s| s.disk_iops),
+        med(&attached, |s| s.disk_iops),
+    );
     let cpu = median(agent_cpu);
 
     let mut md = String::new();
@@ -256,7 +280,9 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
         md,
         "Command: `cargo xtask bench --seconds {seconds} --rounds {rounds}`. {rounds} rounds, \
          alternating order; medians. Kernel {}, {} CPUs.\n",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let _ = writeln!(md, "| workload | detached | attached | attached/detached |");

@@ -68,11 +68,11 @@ pub fn run(duration: Duration, admin: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let admin: String = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&ready)?)?
-        ["admin"]
-        .as_str()
-        .unwrap_or(admin)
-        .to_owned();
+    let admin: String =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&ready)?)?["admin"]
+            .as_str()
+            .unwrap_or(admin)
+            .to_owned();
 
     let stop = Arc::new(AtomicBool::new(false));
     let server = TcpListener::bind("127.0.0.1:0")?;
@@ -98,7 +98,11 @@ pub fn run(duration: Duration, admin: &str) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     let rss = std::fs::read_to_string(format!("/proc/{}/status", agent.0.id()))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned));
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        });
     println!("\n==> metrics:  curl -s http://{admin}/metrics");
     if let Some(rss) = rss {
         println!("==> agent {rss}");
@@ -133,7 +137,10 @@ fn serve(listener: &TcpListener) {
 }
 
 /// About 100 short connections a second, each sending 8 KiB.
-fn spawn_tcp_clients(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn spawn_tcp_clients(
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let payload = vec![7u8; 8 * 1024];
         while !stop.load(Ordering::Relaxed) {
@@ -150,7 +157,10 @@ fn spawn_tcp_clients(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> std::
 
 /// O_DIRECT 4 KiB writes at scattered offsets of a 64 MiB file, with a read
 /// every fourth request.
-fn spawn_disk_io(path: std::path::PathBuf, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
+fn spawn_disk_io(
+    path: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -69,23 +69,44 @@ fn test() -> Result<()> {
     let started = std::time::Instant::now();
     setup::run(false)?;
     let tc = setup::bpf_toolchain();
+    // `--all` covers every member, shadow-ebpf included.
     util::step("rustfmt", || {
-        util::cargo(&["fmt", "--all", "--", "--check"])?;
-        util::run("rustup", &["run", &tc, "cargo", "fmt", "-p", "shadow-ebpf", "--", "--check"])
+        util::cargo(&["fmt", "--all", "--", "--check"])
     })?;
     util::step("clippy (user space)", || {
-        util::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        util::cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
     })?;
     util::step("clippy (eBPF, bpfel-unknown-none)", || {
         util::run(
             "rustup",
             &[
-                "run", &tc, "cargo", "clippy", "-p", "shadow-ebpf", "--release", "--target",
-                "bpfel-unknown-none", "--target-dir", "target/bpf-clippy", "--", "-D", "warnings",
+                "run",
+                &tc,
+                "cargo",
+                "clippy",
+                "-p",
+                "shadow-ebpf",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "--target-dir",
+                "target/bpf-clippy",
+                "--",
+                "-D",
+                "warnings",
             ],
         )
     })?;
-    util::step("build binaries", || util::cargo(&["build", "--workspace", "--bins"]))?;
+    util::step("build binaries", || {
+        util::cargo(&["build", "--workspace", "--bins"])
+    })?;
     if std::env::var("SHADOW_SKIP_KERNEL_TESTS").is_ok_and(|v| v == "1") {
         println!("note: SHADOW_SKIP_KERNEL_TESTS=1: kernel tests will report SKIPPED");
     }
@@ -99,7 +120,14 @@ fn test() -> Result<()> {
 fn bench(seconds: u64, rounds: u32) -> Result<()> {
     setup::run(true)?;
     util::step("build release binaries", || {
-        util::cargo(&["build", "--release", "-p", "shadow-proxy", "-p", "shadow-bench"])
+        util::cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "shadow-proxy",
+            "-p",
+            "shadow-bench",
+        ])
     })?;
     util::step("telemetry overhead benchmark", || {
         util::run(

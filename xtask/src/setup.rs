@@ -39,7 +39,10 @@ pub fn run_setup(bench: bool) -> Result<()> {
     if debian_toolchain {
         wanted.extend(TOOLCHAIN_PACKAGES);
     } else {
-        println!("    SHADOW_BPF_TOOLCHAIN={}: skipping Debian's BPF toolchain", bpf_toolchain());
+        println!(
+            "    SHADOW_BPF_TOOLCHAIN={}: skipping Debian's BPF toolchain",
+            bpf_toolchain()
+        );
     }
     if bench {
         wanted.extend(BENCH_PACKAGES);
@@ -60,22 +63,35 @@ pub fn run_setup(bench: bool) -> Result<()> {
     }
 
     if debian_toolchain {
-        let have = output("bpf-linker", &["--version"])
-            .is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+        let have =
+            output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
         if have {
             println!("    bpf-linker {BPF_LINKER_VERSION}: present");
         } else {
-            println!("    building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
-            let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
-            let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args([
-                    "install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION,
-                    "--no-default-features", "--features", "llvm-22",
-                ])
-                .env("PATH", path)
-                // Our workspace's RUSTC_BOOTSTRAP must not leak into this build.
-                .env_remove("RUSTC_BOOTSTRAP")
-                .status()?;
+            println!(
+                "    building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
+            );
+            let path = format!(
+                "/usr/lib/llvm-22/bin:{}",
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let status = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", path)
+            // Our workspace's RUSTC_BOOTSTRAP must not leak into this build.
+            .env_remove("RUSTC_BOOTSTRAP")
+            .status()?;
             if !status.success() {
                 bail!("cargo install bpf-linker failed with {status}");
             }
