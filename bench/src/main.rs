@@ -5,6 +5,7 @@
 //! detached and attached, alternating the order each round so drift cancels.
 //! Reports medians and attached/detached ratios, measured in the same run.
 
+mod mirror;
 mod overhead;
 
 use std::path::PathBuf;
@@ -35,6 +36,18 @@ enum Command {
         #[arg(long, default_value = "bench/reports/telemetry-overhead.md")]
         report: PathBuf,
     },
+    /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
+    /// and replay completeness.
+    MirrorOverhead {
+        #[arg(long, default_value = "target/release/shadow-proxy")]
+        agent: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        #[arg(long, default_value = "bench/reports/mirror-overhead.md")]
+        report: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -45,5 +58,11 @@ fn main() -> Result<()> {
             rounds,
             report,
         } => overhead::run(&agent, seconds, rounds, &report),
+        Command::MirrorOverhead {
+            agent,
+            seconds,
+            rounds,
+            report,
+        } => mirror::run(&agent, seconds, rounds, &report),
     }
 }

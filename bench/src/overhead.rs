@@ -29,7 +29,7 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -96,7 +96,7 @@ fn parse_wrk(out: &str) -> Option<(f64, f64)> {
     Some((rps, ms))
 }
 
-fn wrk(port: u16, seconds: u64) -> Result<(f64, f64)> {
+pub fn wrk(port: u16, seconds: u64) -> Result<(f64, f64)> {
     let out = Command::new("wrk")
         .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"])
         .arg(format!("http://127.0.0.1:{port}/"))
@@ -156,34 +156,8 @@ impl AgentProc {
         Ok(Self { child })
     }
 
-    /// (CPU seconds used so far, RSS bytes).
     fn usage(&self) -> (f64, u64) {
-        let pid = self.child.id();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks: f64 = fields
-            .get(11)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-            * 1024;
-        (ticks / hz, rss)
+        usage(self.child.id())
     }
 }
 
@@ -195,7 +169,36 @@ impl Drop for AgentProc {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// (CPU seconds used so far, RSS bytes) of process `pid`.
+pub fn usage(pid: u32) -> (f64, u64) {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    (ticks / hz, rss)
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {

@@ -6,6 +6,7 @@
 //! slots of the statistics array are defined once here.
 #![no_std]
 
+pub mod capture;
 pub mod hist;
 pub mod telemetry;
 

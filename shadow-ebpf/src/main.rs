@@ -11,6 +11,8 @@
 #[cfg(target_arch = "bpf")]
 mod block;
 #[cfg(target_arch = "bpf")]
+mod capture;
+#[cfg(target_arch = "bpf")]
 mod shared;
 #[cfg(target_arch = "bpf")]
 mod tcp;

@@ -21,10 +21,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    capture::{
+        TcCapture,
+        pipeline::{self, PipelineConfig},
+    },
+    config::Config,
+    control::{self, Control},
     history::History,
     host::HostSampler,
     lifecycle::{LifecycleError, PidFile},
     metrics::{self as m, names},
+    replay::{Replayer, ServiceReplay},
+    stats::ServiceStats,
     telemetry::{KernelSnapshot, KernelTelemetry, TelemetryError},
 };
 
@@ -39,6 +47,10 @@ pub struct AgentConfig {
     pub history_max_metrics: usize,
     pub max_endpoint_series: usize,
     pub server_id: String,
+    /// Services to shadow; `None` runs telemetry only.
+    pub shadow: Option<Config>,
+    /// Where the control API listens (mode 0600).
+    pub control_socket: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +65,10 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("capture: {0}")]
+    Capture(#[from] crate::capture::CaptureError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
     #[error("metrics recorder: {0}")]
     Recorder(String),
     #[error("{what}: {source}")]
@@ -109,8 +125,18 @@ pub fn unix_ms() -> u64 {
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let pid_file = PidFile::acquire(&cfg.pid_file)?;
-    let telemetry = KernelTelemetry::load()?;
+    let mut telemetry = KernelTelemetry::load()?;
     tracing::info!("Kernel telemetry attached");
+    let stop = Arc::new(AtomicBool::new(false));
+    let shadowing = match &cfg.shadow {
+        Some(c) if !c.services.is_empty() => Some(start_shadowing(
+            &mut telemetry,
+            c,
+            &cfg.control_socket,
+            stop.clone(),
+        )?),
+        _ => None,
+    };
     let prometheus = m::install_recorder(cfg.interval * 30 + Duration::from_secs(30))
         .map_err(AgentError::Recorder)?;
     let listener = tokio::net::TcpListener::bind(cfg.admin)
@@ -134,12 +160,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         max_endpoint_series: cfg.max_endpoint_series,
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
     let poller = {
         let (shared, stop, cfg) = (shared.clone(), stop.clone(), cfg.clone());
+        let control = shadowing.as_ref().map(|s| s.control.clone());
         std::thread::Builder::new()
             .name("shadow-poller".into())
-            .spawn(move || poll_loop(telemetry, &shared, &stop, &cfg))
+            .spawn(move || poll_loop(telemetry, &shared, &stop, &cfg, control.as_deref()))
             .map_err(|source| AgentError::Io {
                 what: "spawning the poller".into(),
                 source,
@@ -163,6 +189,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     tracing::info!("Shutting down: detaching kernel programs");
     server.abort();
     stop.store(true, Ordering::Relaxed);
+    if let Some(s) = shadowing {
+        if s.capture_thread.join().is_err() {
+            tracing::error!("Capture thread panicked");
+        }
+        let _ = std::fs::remove_file(&cfg.control_socket);
+    }
     if poller.join().is_err() {
         tracing::error!("Poller thread panicked");
     }
@@ -186,11 +218,69 @@ async fn wait_for_signal() {
     }
 }
 
+/// The running shadowing path.
+struct Shadowing {
+    control: Arc<Control>,
+    capture_thread: std::thread::JoinHandle<()>,
+}
+
+/// Attaches the classifier, starts the capture thread, the replayer and the
+/// control API.
+fn start_shadowing(
+    telemetry: &mut KernelTelemetry,
+    config: &Config,
+    socket: &std::path::Path,
+    stop: Arc<AtomicBool>,
+) -> Result<Shadowing, AgentError> {
+    let (mut capture, perf) = TcCapture::attach(telemetry.ebpf_mut(), &config.capture)?;
+    let mut stats = std::collections::HashMap::new();
+    let mut services = std::collections::HashMap::new();
+    let mut ports = Vec::new();
+    for (slot, svc) in config.services.iter().enumerate() {
+        let st = Arc::new(ServiceStats::new(&svc.name));
+        capture.set_sampling(svc.port, slot as u32, svc.per_ten_thousand)?;
+        stats.insert(svc.port, st.clone());
+        services.insert(svc.port, Arc::new(ServiceReplay::new(svc.clone(), st)));
+        ports.push((svc.name.clone(), svc.port, slot as u32));
+        tracing::info!(
+            service = %svc.name,
+            port = svc.port,
+            percent = f64::from(svc.per_ten_thousand) / 100.0,
+            targets = svc.targets.len(),
+            "Shadowing"
+        );
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(config.capture.queue);
+    let (capture_thread, pipeline_counters) =
+        pipeline::spawn(perf, stats, tx, stop, PipelineConfig::default()).map_err(|source| {
+            AgentError::Io {
+                what: "starting the capture thread".into(),
+                source,
+            }
+        })?;
+    let replayer = Arc::new(Replayer::new(services));
+    tokio::spawn(replayer.clone().run(rx));
+    let control = Arc::new(Control {
+        capture: Mutex::new(capture),
+        replayer,
+        ports,
+        pipeline: pipeline_counters,
+    });
+    let listener = control::bind(socket)?;
+    tokio::spawn(control::serve(listener, control.clone()));
+    tracing::info!(socket = %socket.display(), "Control API listening");
+    Ok(Shadowing {
+        control,
+        capture_thread,
+    })
+}
+
 fn poll_loop(
     mut telemetry: KernelTelemetry,
     shared: &Shared,
     stop: &AtomicBool,
     cfg: &AgentConfig,
+    control: Option<&Control>,
 ) {
     let mut host = HostSampler::new();
     let mut previous: Option<(u64, KernelSnapshot)> = None;
@@ -223,6 +313,9 @@ fn poll_loop(
                 metrics::counter!(names::POLL_ERRORS).increment(1);
                 tracing::warn!(%error, "Reading kernel maps failed");
             }
+        }
+        if let Some(c) = control {
+            c.publish_metrics();
         }
         if let Some(rss) = self_rss() {
             metrics::gauge!(names::AGENT_RSS).set(rss as f64);

@@ -3,12 +3,18 @@
 
 pub mod admin;
 pub mod agent;
+pub mod capture;
 pub mod client;
+pub mod config;
+pub mod control;
 pub mod duration;
 pub mod hist;
 pub mod history;
 pub mod host;
+pub mod http;
 pub mod lifecycle;
 pub mod metrics;
+pub mod replay;
+pub mod stats;
 pub mod telemetry;
 pub mod top;

@@ -37,7 +37,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         admin: String,
     },
-    /// Benchmarks (bench/): telemetry overhead, attached vs detached.
+    /// Benchmarks (bench/): telemetry overhead, shadowing overhead and completeness.
     Bench {
         /// Seconds per workload run.
         #[arg(long, default_value_t = 10)]
@@ -142,6 +142,22 @@ fn bench(seconds: u64, rounds: u32) -> Result<()> {
                 &rounds.to_string(),
                 "--report",
                 "bench/reports/telemetry-overhead.md",
+            ],
+        )
+    })?;
+    util::step("traffic shadowing benchmark", || {
+        util::run(
+            "target/release/shadow-bench",
+            &[
+                "mirror-overhead",
+                "--agent",
+                "target/release/shadow-proxy",
+                "--seconds",
+                &seconds.to_string(),
+                "--rounds",
+                &rounds.to_string(),
+                "--report",
+                "bench/reports/mirror-overhead.md",
             ],
         )
     })

@@ -3,7 +3,9 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use shadow_proxy::{agent, duration, metrics::kernel::DEFAULT_MAX_ENDPOINT_SERIES, telemetry};
+use shadow_proxy::{
+    agent, config, duration, metrics::kernel::DEFAULT_MAX_ENDPOINT_SERIES, telemetry,
+};
 
 /// shadow's agent: attaches the kernel telemetry programs and serves
 /// Prometheus metrics and the admin API.
@@ -34,7 +36,14 @@ struct Cli {
     /// Name of this host in the history (default: the hostname).
     #[arg(long)]
     server_id: Option<String>,
-    /// Load and attach the programs, report, detach and exit.
+    /// Shadowing configuration (TOML); without it the agent runs telemetry only.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Control API socket (created with mode 0600).
+    #[arg(long, default_value = "/run/shadow/control.sock")]
+    control_socket: PathBuf,
+    /// Validate the configuration, load and attach the programs, report,
+    /// detach and exit.
     #[arg(long)]
     check: bool,
 }
@@ -58,7 +67,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let shadow = match cli.config.as_deref().map(config::Config::load).transpose() {
+        Ok(c) => c,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(64);
+        }
+    };
     if cli.check {
+        if let Some(c) = &shadow {
+            println!("ok: configuration valid ({} services)", c.services.len());
+        }
         return match telemetry::KernelTelemetry::load() {
             Ok(_) => {
                 println!(
@@ -87,6 +106,8 @@ fn main() -> ExitCode {
         history_max_metrics: cli.history_max_metrics,
         max_endpoint_series: cli.max_endpoint_series,
         server_id,
+        shadow,
+        control_socket: cli.control_socket,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -3,7 +3,9 @@
 use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use shadow_proxy::{agent::View, client, duration, history::PerformanceData, top};
+use shadow_proxy::{
+    agent::View, client, control::MirrorStatus, duration, history::PerformanceData, top,
+};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Talk to a running shadow agent")]
@@ -16,8 +18,30 @@ struct Cli {
         env = "SHADOW_ADMIN"
     )]
     admin: String,
+    /// The agent's control socket.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/shadow/control.sock",
+        env = "SHADOW_CONTROL"
+    )]
+    control: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mirror {
+    /// Set the share of connections mirrored for a service (0-100, 0.01 steps).
+    Set { service: String, percent: f64 },
+    /// Sampling rate, counters and coverage of every service.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Capture path counters: perf samples, losses, truncation, reassembly.
+    Capture,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +60,32 @@ enum Command {
     },
     /// Print the Prometheus page.
     Metrics,
+    /// Traffic mirroring: rates and status.
+    #[command(subcommand)]
+    Mirror(Mirror),
+    /// Record sampled exchanges to FILE (JSON lines, gzip if it ends in .gz)
+    /// for DURATION, then stop.
+    Record {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "30s", value_parser = duration::parse)]
+        duration: Duration,
+    },
+    /// Replay a recording against a target at N times the recorded pace.
+    Replay {
+        file: std::path::PathBuf,
+        /// Where to send the requests, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        target: String,
+        /// Speed factor (2 = twice as fast); 0 sends as fast as possible.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// The latest replayed exchanges (JSON), live and shadow side by side.
+    Exchanges {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// The forecaster's history: metric names, or one metric's samples.
     History {
         /// Metric name, e.g. host.cpu_utilisation.
@@ -70,6 +120,86 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Mirror(Mirror::Set { service, percent }) => {
+            let body = serde_json::json!({ "percent": percent }).to_string();
+            let path = format!("/v1/mirror/{}", encode(&service));
+            let (status, body) =
+                client::control(&cli.control, hyper::Method::PUT, &path, Some(body)).await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            let s: MirrorStatus = serde_json::from_slice(&body)?;
+            println!("{}: mirroring {}% of connections", s.service, s.percent);
+        }
+        Command::Mirror(Mirror::Status { json }) => {
+            let (status, body) =
+                client::control(&cli.control, hyper::Method::GET, "/v1/mirror", None).await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            if json {
+                std::io::stdout().write_all(&body)?;
+                println!();
+            } else {
+                let all: Vec<MirrorStatus> = serde_json::from_slice(&body)?;
+                print_status(&all);
+            }
+        }
+        Command::Record { out, duration } => {
+            let out = std::path::absolute(&out)?;
+            let body = serde_json::json!({ "path": out }).to_string();
+            let (status, body) =
+                client::control(&cli.control, hyper::Method::POST, "/v1/record", Some(body))
+                    .await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            eprintln!("recording to {} for {duration:?} ...", out.display());
+            tokio::time::sleep(duration).await;
+            let (status, body) =
+                client::control(&cli.control, hyper::Method::DELETE, "/v1/record", None).await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            println!(
+                "recorded {} exchanges to {} ({} dropped)",
+                v["written"],
+                out.display(),
+                v["dropped"]
+            );
+        }
+        Command::Replay {
+            file,
+            target,
+            speed,
+        } => {
+            if !(speed >= 0.0 && speed.is_finite()) {
+                return Err(format!("--speed {speed} must be 0 or positive").into());
+            }
+            let recs = shadow_proxy::replay::record::read(&file)?;
+            let summary = client::replay(&recs, &target, speed).await?;
+            println!("{summary}");
+        }
+        Command::Mirror(Mirror::Capture) => {
+            let (status, body) =
+                client::control(&cli.control, hyper::Method::GET, "/v1/capture", None).await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            std::io::stdout().write_all(&body)?;
+            println!();
+        }
+        Command::Exchanges { limit } => {
+            let path = format!("/v1/exchanges?limit={limit}");
+            let (status, body) =
+                client::control(&cli.control, hyper::Method::GET, &path, None).await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            std::io::stdout().write_all(&body)?;
+            println!();
+        }
         Command::Metrics => {
             let body = client::get(&cli.admin, "/metrics").await?;
             std::io::stdout().write_all(&body)?;
@@ -117,6 +247,42 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+fn api_error(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+fn print_status(all: &[MirrorStatus]) {
+    println!(
+        "{:<12} {:>6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9}  not replayed",
+        "SERVICE", "PORT", "PERCENT", "PKTS SEEN", "SAMPLED", "REQUESTS", "REPLAYED", "COVERAGE"
+    );
+    for s in all {
+        let reasons: Vec<String> = s
+            .stats
+            .not_replayed
+            .iter()
+            .chain(s.stats.flow_drops.iter())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{:<12} {:>6} {:>7}% {:>10} {:>10} {:>9} {:>9} {:>9}  {}",
+            s.service,
+            s.port,
+            s.percent,
+            s.packets_seen,
+            s.packets_sampled,
+            s.stats.requests_parsed,
+            s.stats.replayed,
+            s.coverage
+                .map_or("-".into(), |c| format!("{:.2}%", c * 100.0)),
+            reasons.join(" ")
+        );
+    }
 }
 
 fn encode(s: &str) -> String {

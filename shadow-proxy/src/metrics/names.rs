@@ -24,3 +24,16 @@ pub const HOST_GAUGE_PREFIX: &str = "shadow_";
 pub const HISTORY_REFUSED: &str = "shadow_history_refused_total";
 pub const POLL_ERRORS: &str = "shadow_agent_poll_errors_total";
 pub const AGENT_RSS: &str = "shadow_agent_rss_bytes";
+
+// Traffic shadowing, per service.
+pub const CAPTURE_PACKETS_SEEN: &str = "shadow_capture_packets_seen_total";
+pub const CAPTURE_PACKETS_SAMPLED: &str = "shadow_capture_packets_sampled_total";
+pub const CAPTURE_TRUNCATED: &str = "shadow_capture_truncated_total";
+pub const CAPTURE_LOST: &str = "shadow_capture_lost_samples_total";
+pub const FLOWS: &str = "shadow_capture_flows_total";
+pub const REQUESTS_PARSED: &str = "shadow_capture_requests_total";
+pub const REPLAYED: &str = "shadow_replay_requests_total";
+pub const REPLAY_DROPS: &str = "shadow_replay_dropped_total";
+pub const LATENCY_DELTA: &str = "shadow_replay_latency_delta_seconds";
+pub const COVERAGE: &str = "shadow_replay_coverage_ratio";
+pub const MIRROR_PERCENT: &str = "shadow_mirror_percent";

@@ -76,7 +76,7 @@ pub struct KernelTelemetry {
     devices: devices::DeviceNames,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     // Declared last: programs detach after the maps above are closed.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl KernelTelemetry {
@@ -124,8 +124,13 @@ impl KernelTelemetry {
                 .map_err(map_err(maps::STATS))?,
             devices: devices::DeviceNames::default(),
             logger,
-            _ebpf: ebpf,
+            ebpf,
         })
+    }
+
+    /// The loaded object, for attaching the capture programs.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// File descriptor that becomes readable when kernel log records wait.

@@ -1,0 +1,231 @@
+//! The sampled tee: a tc classifier on ingress and/or egress of the watched
+//! interface. For TCP packets to or from a configured service port it hashes
+//! the connection symmetrically, compares the hash with the service's
+//! sampling rate, and sends sampled packets whole (metadata plus the packet
+//! bytes appended by the kernel) to user space through a perf event array.
+//! It always returns TC_ACT_UNSPEC: a live packet is never dropped or changed.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::TC_ACT_UNSPEC,
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map},
+    maps::{HashMap, PerCpuArray, PerfEventArray},
+    programs::TcContext,
+};
+use shadow_common::{
+    AF_INET, AF_INET6, IPPROTO_TCP,
+    capture::{
+        CaptureCounters, MAX_SERVICES, PERF_DATA_MAX, PacketMeta, ServiceSampling, TAIL_MAX,
+        TailRecord, flow_hash, hook, kind, sampled,
+    },
+};
+
+#[map]
+static SERVICES: HashMap<u16, ServiceSampling> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+static CAPTURE_STATS: PerCpuArray<CaptureCounters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+static PACKETS: PerfEventArray<PacketMeta> = PerfEventArray::new(0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+
+#[classifier]
+pub fn shadow_tc_ingress(ctx: TcContext) -> i32 {
+    let _ = try_shadow_tc(&ctx, hook::INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn shadow_tc_egress(ctx: TcContext) -> i32 {
+    let _ = try_shadow_tc(&ctx, hook::EGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// Scratch space for the metadata and a tail: too large for the 512-byte
+/// stack together with the parsing state.
+#[map]
+static SCRATCH: PerCpuArray<TailRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where the TCP header starts and how long the IP payload is.
+struct L4 {
+    tcp_off: usize,
+    ip_payload: u32,
+}
+
+/// Parses Ethernet + IPv4/IPv6 into `m`'s addresses; `None` for non-TCP.
+fn parse_ip(ctx: &TcContext, m: &mut PacketMeta) -> Result<Option<L4>, i64> {
+    let proto = u16::from_be(ctx.load::<u16>(12).map_err(|_| 1i64)?);
+    if proto == ETH_P_IP {
+        let vihl: u8 = ctx.load(ETH_HLEN).map_err(|_| 1i64)?;
+        let ihl = ((vihl & 0x0f) as usize) * 4;
+        let l4: u8 = ctx.load(ETH_HLEN + 9).map_err(|_| 1i64)?;
+        if l4 as u16 != IPPROTO_TCP || ihl < 20 {
+            return Ok(None);
+        }
+        let total = u16::from_be(ctx.load::<u16>(ETH_HLEN + 2).map_err(|_| 1i64)?) as u32;
+        let s: [u8; 4] = ctx.load(ETH_HLEN + 12).map_err(|_| 1i64)?;
+        let d: [u8; 4] = ctx.load(ETH_HLEN + 16).map_err(|_| 1i64)?;
+        m.saddr = [0; 16];
+        m.daddr = [0; 16];
+        m.saddr[..4].copy_from_slice(&s);
+        m.daddr[..4].copy_from_slice(&d);
+        m.family = AF_INET;
+        Ok(Some(L4 {
+            tcp_off: ETH_HLEN + (ihl & 0x3c),
+            ip_payload: total.saturating_sub(ihl as u32),
+        }))
+    } else if proto == ETH_P_IPV6 {
+        let next: u8 = ctx.load(ETH_HLEN + 6).map_err(|_| 1i64)?;
+        if next as u16 != IPPROTO_TCP {
+            return Ok(None);
+        }
+        m.saddr = ctx.load(ETH_HLEN + 8).map_err(|_| 1i64)?;
+        m.daddr = ctx.load(ETH_HLEN + 24).map_err(|_| 1i64)?;
+        m.family = AF_INET6;
+        Ok(Some(L4 {
+            tcp_off: ETH_HLEN + 40,
+            ip_payload: u16::from_be(ctx.load::<u16>(ETH_HLEN + 4).map_err(|_| 1i64)?) as u32,
+        }))
+    } else {
+        Ok(None)
+    }
+}
+
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "passing the metadata by value would copy 80 bytes onto the 512-byte BPF stack"
+)]
+fn try_shadow_tc(ctx: &TcContext, hook: u8) -> Result<(), i64> {
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    // SAFETY: per-CPU scratch, used only by this CPU with preemption off.
+    let rec = unsafe { &mut *rec };
+    let m = &mut rec.meta;
+    let Some(l4) = parse_ip(ctx, m)? else {
+        return Ok(());
+    };
+    let ports: u32 = ctx.load(l4.tcp_off).map_err(|_| 1i64)?;
+    let sport = u16::from_be(ports as u16);
+    let dport = u16::from_be((ports >> 16) as u16);
+    // SAFETY: values are only copied out.
+    let (svc, to_server) = match unsafe { SERVICES.get(dport) } {
+        Some(s) => (*s, true),
+        None => match unsafe { SERVICES.get(sport) } {
+            Some(s) => (*s, false),
+            None => return Ok(()),
+        },
+    };
+    let Some(counters) = CAPTURE_STATS.get_ptr_mut(svc.slot) else {
+        return Ok(());
+    };
+    // SAFETY: per-CPU slot, touched only by this CPU with preemption off.
+    let counters = unsafe { &mut *counters };
+    counters.packets_seen += 1;
+    let h = if to_server {
+        flow_hash(&m.saddr, sport, &m.daddr, dport)
+    } else {
+        flow_hash(&m.daddr, dport, &m.saddr, sport)
+    };
+    if !sampled(h, svc.per_ten_thousand) {
+        return Ok(());
+    }
+    if fill_tcp(ctx, m, &l4).is_err() {
+        counters.parse_errors += 1;
+        return Ok(());
+    }
+    m.sport = sport;
+    m.dport = dport;
+    m.service_port = if to_server { dport } else { sport };
+    m.to_server = u8::from(to_server);
+    m.hook = hook;
+    m.kind = kind::PACKET;
+    m.tail_len = 0;
+    let mut tail = 0u32;
+    if m.skb_len > PERF_DATA_MAX {
+        m.captured_len = PERF_DATA_MAX;
+        tail = m.skb_len - PERF_DATA_MAX;
+        if tail as usize >= TAIL_MAX {
+            counters.truncated += 1;
+            tail = 0;
+        } else {
+            m.tail_len = tail as u16;
+        }
+    }
+    counters.packets_sampled += 1;
+    counters.payload_bytes += u64::from(m.payload_len);
+    // The kernel appends `captured_len` bytes of the packet to the sample.
+    PACKETS.output(ctx, &*m, m.captured_len);
+    if tail > 0 && send_tail(ctx, rec, tail).is_err() {
+        counters.truncated += 1;
+    }
+    Ok(())
+}
+
+/// Sends the bytes past `PERF_DATA_MAX` as a tail record right after the
+/// head sample (same CPU, so the same buffer, in order).
+fn send_tail(ctx: &TcContext, rec: &mut TailRecord, tail: u32) -> Result<(), i64> {
+    rec.meta.kind = kind::TAIL;
+    rec.meta.captured_len = tail;
+    // The verifier needs a bound it can see; a plain `&` is folded away by
+    // LLVM, which already knows `tail < TAIL_MAX`.
+    let mut n = u64::from(tail);
+    // SAFETY: masks a register; no memory is touched.
+    unsafe { core::arch::asm!("{0} &= 511", inout(reg) n, options(nomem, nostack)) };
+    if n == 0 {
+        return Err(1);
+    }
+    // SAFETY: `rec.bytes` has TAIL_MAX bytes and `n <= TAIL_MAX`; the helper
+    // checks the offset against the packet.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            PERF_DATA_MAX,
+            rec.bytes.as_mut_ptr().cast(),
+            n as u32,
+        )
+    };
+    if ret != 0 {
+        return Err(ret);
+    }
+    // The array is typed for heads; a tail is a bigger record in the same
+    // array, so it goes through the helper directly.
+    // SAFETY: PerfEventArray is a transparent wrapper of its map definition,
+    // whose address the loader relocates; `rec` is valid for its size.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_perf_event_output(
+            ctx.as_ptr(),
+            core::ptr::addr_of!(PACKETS).cast_mut().cast(),
+            aya_ebpf::bindings::BPF_F_CURRENT_CPU,
+            core::ptr::from_mut(rec).cast(),
+            core::mem::size_of::<TailRecord>() as u64,
+        )
+    };
+    if ret != 0 {
+        return Err(ret);
+    }
+    Ok(())
+}
+
+/// Sequence numbers, flags, lengths and the time.
+fn fill_tcp(ctx: &TcContext, m: &mut PacketMeta, l4: &L4) -> Result<(), i64> {
+    let off = l4.tcp_off;
+    m.seq = u32::from_be(ctx.load::<u32>(off + 4).map_err(|_| 1i64)?);
+    m.ack = u32::from_be(ctx.load::<u32>(off + 8).map_err(|_| 1i64)?);
+    let doff_flags: [u8; 2] = ctx.load(off + 12).map_err(|_| 1i64)?;
+    let tcp_hlen = ((doff_flags[0] >> 4) as u32) * 4;
+    m.tcp_flags = doff_flags[1];
+    m.skb_len = ctx.len();
+    m.captured_len = m.skb_len;
+    m.payload_off = off as u32 + tcp_hlen;
+    m.payload_len = l4.ip_payload.saturating_sub(tcp_hlen);
+    // SAFETY: a helper call without arguments.
+    m.ts_ns = unsafe { bpf_ktime_get_ns() };
+    m._pad = 0;
+    Ok(())
+}

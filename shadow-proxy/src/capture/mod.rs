@@ -1,0 +1,151 @@
+//! Passive capture of sampled connections.
+//!
+//! The tc classifier (`shadow-ebpf/src/capture.rs`) tees sampled packets
+//! into a perf event array. [`TcCapture`] attaches it and owns the sampling
+//! table; [`pipeline`] reads the perf buffers on its own thread, rebuilds the
+//! TCP streams ([`reassembly`]) and the HTTP exchanges
+//! ([`crate::http::conversation`]) and hands finished exchanges to the
+//! replayer through a bounded queue that drops (and counts) when full.
+
+pub mod packet;
+pub mod pipeline;
+pub mod reassembly;
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, PerCpuArray, PerfEventArray},
+    programs::{SchedClassifier, TcAttachType, tc},
+};
+use shadow_common::capture::{
+    CaptureCounters, ServiceSampling, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, maps,
+};
+
+use crate::config::{AttachMode, CaptureConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("interface {interface}: {message}")]
+    Attach { interface: String, message: String },
+    #[error("map {map}: {message}")]
+    Map { map: &'static str, message: String },
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
+    move |e| CaptureError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+/// The attached classifier and its maps.
+pub struct TcCapture {
+    services: HashMap<MapData, u16, ServiceSampling>,
+    stats: PerCpuArray<MapData, CaptureCounters>,
+    pub interface: String,
+}
+
+impl TcCapture {
+    /// Attaches the classifier to `cfg.interface`, first removing filters a
+    /// killed agent may have left (netlink-attached filters outlive their
+    /// process; tcx links do not). Returns the capture and the perf array.
+    pub fn attach(
+        ebpf: &mut Ebpf,
+        cfg: &CaptureConfig,
+    ) -> Result<(Self, PerfEventArray<MapData>), CaptureError> {
+        let iface = cfg.interface.as_str();
+        let attach_err = |message: String| CaptureError::Attach {
+            interface: iface.to_owned(),
+            message,
+        };
+        let hooks: &[(&str, TcAttachType)] = match cfg.attach {
+            AttachMode::Ingress => &[(TC_INGRESS_PROGRAM, TcAttachType::Ingress)],
+            AttachMode::Egress => &[(TC_EGRESS_PROGRAM, TcAttachType::Egress)],
+            AttachMode::Both => &[
+                (TC_INGRESS_PROGRAM, TcAttachType::Ingress),
+                (TC_EGRESS_PROGRAM, TcAttachType::Egress),
+            ],
+        };
+        for (name, hook) in [
+            (TC_INGRESS_PROGRAM, TcAttachType::Ingress),
+            (TC_EGRESS_PROGRAM, TcAttachType::Egress),
+        ] {
+            if tc::qdisc_detach_program(iface, hook, name).is_ok() {
+                tracing::warn!(
+                    interface = iface,
+                    program = name,
+                    "Removed a filter left by an earlier run"
+                );
+            }
+        }
+        // tcx (kernel >= 6.6) needs no qdisc; netlink attachment does.
+        let _ = tc::qdisc_add_clsact(iface);
+        for (name, hook) in hooks {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| attach_err(format!("program {name} missing from the object")))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+            prog.load()
+                .map_err(|e| attach_err(format!("{name}: {e}")))?;
+            prog.attach(iface, *hook)
+                .map_err(|e| attach_err(format!("{name}: {e}")))?;
+            tracing::info!(interface = iface, program = name, "Capture attached");
+        }
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(CaptureError::Map {
+                map: name,
+                message: "missing from the object".into(),
+            })
+        };
+        let services =
+            HashMap::try_from(take(ebpf, maps::SERVICES)?).map_err(map_err(maps::SERVICES))?;
+        let stats = PerCpuArray::try_from(take(ebpf, maps::CAPTURE_STATS)?)
+            .map_err(map_err(maps::CAPTURE_STATS))?;
+        let perf =
+            PerfEventArray::try_from(take(ebpf, maps::PACKETS)?).map_err(map_err(maps::PACKETS))?;
+        Ok((
+            Self {
+                services,
+                stats,
+                interface: cfg.interface.clone(),
+            },
+            perf,
+        ))
+    }
+
+    /// Sets a service's sampling rate; takes effect for the next packet.
+    pub fn set_sampling(
+        &mut self,
+        port: u16,
+        slot: u32,
+        per_ten_thousand: u32,
+    ) -> Result<(), CaptureError> {
+        self.services
+            .insert(
+                port,
+                ServiceSampling {
+                    per_ten_thousand,
+                    slot,
+                },
+                0,
+            )
+            .map_err(map_err(maps::SERVICES))
+    }
+
+    /// The kernel's counters for a service slot, summed over CPUs.
+    pub fn counters(&self, slot: u32) -> Result<CaptureCounters, CaptureError> {
+        let per_cpu = self
+            .stats
+            .get(&slot, 0)
+            .map_err(map_err(maps::CAPTURE_STATS))?;
+        let mut sum = CaptureCounters::default();
+        for c in per_cpu.iter() {
+            sum.packets_seen += c.packets_seen;
+            sum.packets_sampled += c.packets_sampled;
+            sum.payload_bytes += c.payload_bytes;
+            sum.truncated += c.truncated;
+            sum.parse_errors += c.parse_errors;
+        }
+        Ok(sum)
+    }
+}

@@ -1,0 +1,423 @@
+//! The capture thread: perf buffers -> packets -> TCP streams -> HTTP
+//! exchanges -> the bounded replay queue.
+//!
+//! It runs on its own OS thread so that nothing here can hold up the tokio
+//! runtime, and it never blocks on the replayer: a full queue drops the
+//! exchange and counts it.
+
+use std::{
+    collections::HashMap,
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::{
+    MapData, PerfEventArray,
+    perf::{PerfEvent, PerfEventArrayBuffer},
+};
+use tokio::sync::mpsc;
+
+use shadow_common::capture::kind;
+
+use super::{
+    packet::{self, DecodeError},
+    reassembly::{Direction, FlowEvent, FlowKey, FlowTable, ReassemblyConfig},
+};
+use crate::{
+    http::conversation::{Conversation, Exchange, Limits},
+    metrics::names,
+    stats::ServiceStats,
+};
+
+/// A finished exchange of a sampled connection, on its way to the replayer.
+#[derive(Debug, Clone)]
+pub struct CapturedExchange {
+    /// Unique within this agent's life.
+    pub id: u64,
+    pub service_port: u16,
+    pub flow: FlowKey,
+    pub exchange: Exchange,
+}
+
+pub struct PipelineConfig {
+    pub reassembly: ReassemblyConfig,
+    pub limits: Limits,
+    /// Pages per CPU of the perf ring (a power of two).
+    pub perf_pages: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            reassembly: ReassemblyConfig::default(),
+            limits: Limits::default(),
+            perf_pages: 512,
+        }
+    }
+}
+
+/// Counters the capture thread shares with the agent.
+#[derive(Debug, Default)]
+pub struct PipelineCounters {
+    pub samples: AtomicU64,
+    pub lost: AtomicU64,
+    pub truncated: AtomicU64,
+    /// Copied from the flow table after each batch.
+    pub out_of_order_segments: AtomicU64,
+    pub retransmitted_bytes: AtomicU64,
+    pub flows: AtomicU64,
+    pub buffered_bytes: AtomicU64,
+}
+
+/// A serialisable copy of [`PipelineCounters`].
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PipelineView {
+    pub samples: u64,
+    pub lost: u64,
+    pub truncated: u64,
+    pub out_of_order_segments: u64,
+    pub retransmitted_bytes: u64,
+    pub flows: u64,
+    pub buffered_bytes: u64,
+}
+
+impl PipelineCounters {
+    pub fn view(&self) -> PipelineView {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PipelineView {
+            samples: l(&self.samples),
+            lost: l(&self.lost),
+            truncated: l(&self.truncated),
+            out_of_order_segments: l(&self.out_of_order_segments),
+            retransmitted_bytes: l(&self.retransmitted_bytes),
+            flows: l(&self.flows),
+            buffered_bytes: l(&self.buffered_bytes),
+        }
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer; CLOCK_MONOTONIC is what bpf_ktime_get_ns reads.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Per-flow HTTP state.
+struct FlowConv {
+    conv: Conversation,
+    stats: Arc<ServiceStats>,
+}
+
+struct Pipeline {
+    table: FlowTable,
+    convs: HashMap<FlowKey, FlowConv>,
+    services: HashMap<u16, Arc<ServiceStats>>,
+    limits: Limits,
+    tx: mpsc::Sender<CapturedExchange>,
+    next_id: u64,
+    counters: Arc<PipelineCounters>,
+    events: Vec<FlowEvent>,
+    /// `SHADOW_CAPTURE_DUMP=FILE` writes every raw sample there (debugging).
+    dump: Option<std::fs::File>,
+    /// A packet's head waiting for its tail record.
+    partial: Option<(shadow_common::capture::PacketMeta, Vec<u8>)>,
+}
+
+impl Pipeline {
+    fn on_sample(&mut self, sample: &[u8]) {
+        self.counters.samples.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = self.dump.as_mut() {
+            use std::io::Write as _;
+            let _ = f.write_all(&(sample.len() as u32).to_le_bytes());
+            let _ = f.write_all(sample);
+        }
+        let decoded = match packet::split(sample) {
+            // A packet larger than one sample: wait for its tail record,
+            // which the same CPU wrote right after it.
+            Ok((meta, data)) if meta.kind == kind::PACKET && meta.tail_len > 0 => {
+                if self.partial.is_some() {
+                    self.counters.truncated.fetch_add(1, Ordering::Relaxed);
+                }
+                let head = data[..(meta.captured_len as usize).min(data.len())].to_vec();
+                self.partial = Some((meta, head));
+                return;
+            }
+            Ok((meta, data)) if meta.kind == kind::TAIL => match self.partial.take() {
+                Some((head_meta, mut head)) if head_meta.ts_ns == meta.ts_ns => {
+                    head.extend_from_slice(&data[..(meta.captured_len as usize).min(data.len())]);
+                    packet::decode_parts(head_meta, &head)
+                }
+                _ => {
+                    self.counters.truncated.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+            Ok((meta, data)) => packet::decode_parts(meta, data),
+            Err(e) => Err(e),
+        };
+        match decoded {
+            Ok((_, pkt)) => self.table.push(pkt, &mut self.events),
+            Err(DecodeError::Truncated { .. }) => {
+                // The flow's stream now has a hole; reassembly drops it
+                // with a reason when it closes or expires.
+                self.counters.truncated.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(names::CAPTURE_TRUNCATED).increment(1);
+            }
+            Err(error) => tracing::warn!(%error, "Undecodable capture sample"),
+        }
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        let events = std::mem::take(&mut self.events);
+        let now = monotonic_ns();
+        for ev in &events {
+            self.on_event(ev, now);
+        }
+        self.events = events;
+        self.events.clear();
+    }
+
+    fn on_event(&mut self, ev: &FlowEvent, now: u64) {
+        match ev {
+            FlowEvent::Opened { key } => {
+                if let Some(stats) = self.services.get(&key.server.port()) {
+                    self.convs.insert(
+                        *key,
+                        FlowConv {
+                            conv: Conversation::new(self.limits.clone()),
+                            stats: stats.clone(),
+                        },
+                    );
+                }
+            }
+            FlowEvent::Data { key, dir, bytes } => {
+                let Some(fc) = self.convs.get_mut(key) else {
+                    return;
+                };
+                let res = match dir {
+                    Direction::ToServer => fc.conv.on_request_bytes(bytes, now),
+                    Direction::ToClient => fc.conv.on_response_bytes(bytes, now),
+                };
+                if let Err(error) = res {
+                    tracing::debug!(%error, flow = ?key, "HTTP parse failed; dropping flow");
+                    fc.stats.flow_dropped(error.reason());
+                    self.finish(key, false);
+                    return;
+                }
+                self.emit(key);
+            }
+            FlowEvent::Closed { key, .. } => {
+                if let Some(fc) = self.convs.get_mut(key) {
+                    fc.conv.on_close(now);
+                    fc.stats.flow_reassembled();
+                }
+                self.finish(key, true);
+            }
+            FlowEvent::Dropped { key, reason } => {
+                if let Some(fc) = self.convs.get(key) {
+                    fc.stats.flow_dropped(reason.as_str());
+                } else if let Some(stats) = self.services.get(&key.server.port()) {
+                    stats.flow_dropped(reason.as_str());
+                }
+                self.finish(key, false);
+            }
+        }
+    }
+
+    /// Emits what completed and forgets the flow. Requests still waiting
+    /// for their live response when a flow is dropped are counted.
+    fn finish(&mut self, key: &FlowKey, closed_cleanly: bool) {
+        self.emit(key);
+        if let Some(fc) = self.convs.remove(key) {
+            for _ in 0..fc.conv.pending() {
+                fc.stats.not_replayed(if closed_cleanly {
+                    "no_live_response"
+                } else {
+                    "flow_dropped"
+                });
+            }
+        }
+    }
+
+    fn emit(&mut self, key: &FlowKey) {
+        let Some(fc) = self.convs.get_mut(key) else {
+            return;
+        };
+        for exchange in fc.conv.take_exchanges() {
+            fc.stats.request_parsed();
+            self.next_id += 1;
+            let item = CapturedExchange {
+                id: self.next_id,
+                service_port: key.server.port(),
+                flow: *key,
+                exchange,
+            };
+            match self.tx.try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => fc.stats.not_replayed("queue_full"),
+                Err(mpsc::error::TrySendError::Closed(_)) => fc.stats.not_replayed("shutting_down"),
+            }
+        }
+    }
+}
+
+/// Starts the capture thread. It stops when `stop` is set.
+pub fn spawn(
+    mut perf: PerfEventArray<MapData>,
+    services: HashMap<u16, Arc<ServiceStats>>,
+    tx: mpsc::Sender<CapturedExchange>,
+    stop: Arc<AtomicBool>,
+    cfg: PipelineConfig,
+) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<PipelineCounters>)> {
+    let cpus = aya::util::online_cpus().map_err(|(_, e)| e)?;
+    let mut buffers = Vec::new();
+    for cpu in cpus {
+        let buf = perf
+            .open(cpu, Some(cfg.perf_pages))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        buffers.push(buf);
+    }
+    let counters = Arc::new(PipelineCounters::default());
+    let mut pipeline = Pipeline {
+        table: FlowTable::new(cfg.reassembly),
+        convs: HashMap::new(),
+        services,
+        limits: cfg.limits,
+        tx,
+        next_id: 0,
+        counters: counters.clone(),
+        events: Vec::new(),
+        dump: std::env::var_os("SHADOW_CAPTURE_DUMP").and_then(|p| std::fs::File::create(p).ok()),
+        partial: None,
+    };
+    let handle = std::thread::Builder::new()
+        .name("shadow-capture".into())
+        .spawn(move || {
+            // The perf array must outlive its buffers.
+            let _perf = perf;
+            run(&mut pipeline, &mut buffers, &stop);
+        })?;
+    Ok((handle, counters))
+}
+
+/// The capture timestamp: `PacketMeta::ts_ns`, the first field.
+fn sample_ts(s: &[u8]) -> u64 {
+    s.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_ne_bytes)
+}
+
+fn run(p: &mut Pipeline, buffers: &mut [PerfEventArrayBuffer<MapData>], stop: &AtomicBool) {
+    let mut fds: Vec<libc::pollfd> = buffers
+        .iter()
+        .map(|b| libc::pollfd {
+            fd: b.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut last_expire = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: `fds` is a valid array of pollfd for its length.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        for buf in buffers.iter_mut() {
+            if !buf.readable() {
+                continue;
+            }
+            let mut lost = 0u64;
+            buf.for_each(|ev| match ev {
+                PerfEvent::Sample { head, tail } => {
+                    let mut v = spare.pop().unwrap_or_default();
+                    v.clear();
+                    v.extend_from_slice(head);
+                    v.extend_from_slice(tail);
+                    batch.push(v);
+                }
+                PerfEvent::Lost { count } => lost += count,
+            });
+            if lost > 0 {
+                p.counters.lost.fetch_add(lost, Ordering::Relaxed);
+                metrics::counter!(names::CAPTURE_LOST).increment(lost);
+            }
+        }
+        // Each CPU has its own buffer: merge them in capture order, so a
+        // response is not seen before the request it answers.
+        batch.sort_by_key(|s| sample_ts(s));
+        for s in batch.drain(..) {
+            p.on_sample(&s);
+            if spare.len() < 1024 {
+                spare.push(s);
+            }
+        }
+        let st = p.table.stats();
+        let c = &p.counters;
+        c.out_of_order_segments
+            .store(st.out_of_order_segments, Ordering::Relaxed);
+        c.retransmitted_bytes
+            .store(st.retransmitted_bytes, Ordering::Relaxed);
+        c.flows.store(p.table.flows() as u64, Ordering::Relaxed);
+        c.buffered_bytes
+            .store(p.table.buffered_bytes() as u64, Ordering::Relaxed);
+        if last_expire.elapsed() >= Duration::from_millis(500) {
+            last_expire = Instant::now();
+            p.table.expire(monotonic_ns(), &mut p.events);
+            p.drain_events();
+        }
+    }
+}
+
+#[cfg(test)]
+mod dump_replay {
+    use super::*;
+
+    /// Replays a `SHADOW_CAPTURE_DUMP` file through reassembly and HTTP
+    /// parsing: `SHADOW_REPLAY_DUMP=/tmp/cap.bin cargo test dump_replay -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "needs a capture dump"]
+    fn replay_a_capture_dump() {
+        let Some(path) = std::env::var_os("SHADOW_REPLAY_DUMP") else {
+            return;
+        };
+        let data = std::fs::read(path).unwrap();
+        let mut table = FlowTable::new(ReassemblyConfig::default());
+        let mut convs: HashMap<FlowKey, Conversation> = HashMap::new();
+        let mut i = 0;
+        let mut ev = Vec::new();
+        while i < data.len() {
+            let n = u32::from_le_bytes(data[i..i + 4].try_into().unwrap()) as usize;
+            let sample = &data[i + 4..i + 4 + n];
+            i += 4 + n;
+            let Ok((_, pkt)) = packet::decode(sample) else {
+                continue;
+            };
+            table.push(pkt, &mut ev);
+            for e in ev.drain(..) {
+                match e {
+                    FlowEvent::Opened { key } => {
+                        convs.insert(key, Conversation::new(Limits::default()));
+                    }
+                    FlowEvent::Data { key, dir, bytes } => {
+                        let c = convs.get_mut(&key).unwrap();
+                        let r = match dir {
+                            Direction::ToServer => c.on_request_bytes(&bytes, 0),
+                            Direction::ToClient => c.on_response_bytes(&bytes, 0),
+                        };
+                        println!("{dir:?} {} bytes -> {r:?}", bytes.len());
+                    }
+                    other => println!("{other:?}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The authenticated control API: HTTP/1.1 over a unix socket created with
+//! mode 0600, so only root (or the socket's owner) can change what is
+//! mirrored. `shadowctl mirror ...` talks to it.
+//!
+//! | method, path | what |
+//! |---|---|
+//! | `GET /v1/mirror` | every service: rate, targets, kernel and replay counters, coverage |
+//! | `PUT /v1/mirror/{service}` body `{"percent": 12.5}` | change the sampling rate now |
+//! | `GET /v1/capture` | perf samples, losses, truncation, reassembly counters |
+//! | `GET /v1/exchanges?limit=N` | the latest replayed exchanges with live and shadow answers |
+//! | `POST /v1/record` body `{"path": "/tmp/x.jsonl.gz"}` | start recording sampled exchanges |
+//! | `DELETE /v1/record` | stop; answers `{"written": N, "dropped": M}` |
+//!
+//! Bad input gets a 4xx with `{"error": "..."}` and changes nothing.
+
+use std::{
+    convert::Infallible,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+
+use crate::{
+    capture::TcCapture, config::percent_to_hundredths, metrics::names, replay::Replayer,
+    stats::StatsView,
+};
+
+/// One service as `GET /v1/mirror` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    pub service: String,
+    pub port: u16,
+    pub percent: f64,
+    pub targets: Vec<String>,
+    pub packets_seen: u64,
+    pub packets_sampled: u64,
+    pub truncated: u64,
+    pub stats: StatsView,
+    pub coverage: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetMirror {
+    percent: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRecord {
+    path: PathBuf,
+}
+
+/// What the control API acts on.
+pub struct Control {
+    pub capture: Mutex<TcCapture>,
+    pub replayer: Arc<Replayer>,
+    /// Service name -> (port, slot in the kernel's counters).
+    pub ports: Vec<(String, u16, u32)>,
+    pub pipeline: Arc<crate::capture::pipeline::PipelineCounters>,
+}
+
+impl Control {
+    pub fn status(&self) -> Vec<MirrorStatus> {
+        let capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
+        self.ports
+            .iter()
+            .filter_map(|(name, port, slot)| {
+                let svc = self.replayer.services.get(port)?;
+                let cfg = svc.cfg.read().unwrap_or_else(|p| p.into_inner());
+                let k = capture.counters(*slot).unwrap_or_default();
+                let stats = svc.stats.view();
+                Some(MirrorStatus {
+                    service: name.clone(),
+                    port: *port,
+                    percent: f64::from(cfg.per_ten_thousand) / 100.0,
+                    targets: cfg.targets.iter().map(ToString::to_string).collect(),
+                    packets_seen: k.packets_seen,
+                    packets_sampled: k.packets_sampled,
+                    truncated: k.truncated,
+                    coverage: stats.coverage(),
+                    stats,
+                })
+            })
+            .collect()
+    }
+
+    /// Publishes the per-service counters to the metrics recorder.
+    pub fn publish_metrics(&self) {
+        for s in self.status() {
+            let l = [("service", s.service.clone())];
+            metrics::counter!(names::CAPTURE_PACKETS_SEEN, &l).absolute(s.packets_seen);
+            metrics::counter!(names::CAPTURE_PACKETS_SAMPLED, &l).absolute(s.packets_sampled);
+            metrics::gauge!(names::MIRROR_PERCENT, &l).set(s.percent);
+            if let Some(c) = s.coverage {
+                metrics::gauge!(names::COVERAGE, &l).set(c);
+            }
+        }
+    }
+
+    fn start_recording(&self, path: &Path) -> Response<Full<Bytes>> {
+        let mut slot = self
+            .replayer
+            .recorder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return error(
+                StatusCode::CONFLICT,
+                "a recording is already running".into(),
+            );
+        }
+        let mut redact: Vec<String> = Vec::new();
+        for svc in self.replayer.services.values() {
+            redact.extend(
+                svc.cfg
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .redact_headers
+                    .clone(),
+            );
+        }
+        match crate::replay::record::Recorder::start(path, redact) {
+            Ok(r) => {
+                *slot = Some(r);
+                tracing::info!(path = %path.display(), "Recording started");
+                json(StatusCode::OK, &serde_json::json!({ "path": path }))
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+
+    fn stop_recording(&self) -> Response<Full<Bytes>> {
+        let taken = self
+            .replayer
+            .recorder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match taken.map(crate::replay::record::Recorder::finish) {
+            None => error(StatusCode::CONFLICT, "no recording is running".into()),
+            Some(Ok((written, dropped))) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "written": written, "dropped": dropped }),
+            ),
+            Some(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+
+    fn set_percent(
+        &self,
+        service: &str,
+        percent: f64,
+    ) -> Result<MirrorStatus, (StatusCode, String)> {
+        let (_, port, slot) = self
+            .ports
+            .iter()
+            .find(|(n, _, _)| n == service)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.ports.iter().map(|(n, _, _)| n.as_str()).collect();
+                (
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "unknown service {service:?} (configured: {})",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        let hundredths = percent_to_hundredths(percent)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("percent {e}")))?;
+        let svc = self.replayer.services.get(port).ok_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "service has no replayer".into(),
+        ))?;
+        self.capture
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_sampling(*port, *slot, hundredths)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        svc.cfg
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .per_ten_thousand = hundredths;
+        tracing::info!(service, percent, "Mirror percentage changed");
+        self.status()
+            .into_iter()
+            .find(|s| s.service == service)
+            .ok_or((StatusCode::INTERNAL_SERVER_ERROR, "service vanished".into()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the socket with mode 0600 (replacing a stale one).
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let err = |source| ControlError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let _ = std::fs::remove_file(path);
+    // SAFETY: umask only affects this process's file creation mode.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = listener.map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+pub async fn serve(listener: UnixListener, control: Arc<Control>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(route(req, &control).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+async fn route(req: Request<hyper::body::Incoming>, control: &Control) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/v1/mirror") => json(StatusCode::OK, &control.status()),
+        (Method::GET, "/v1/capture") => json(StatusCode::OK, &control.pipeline.view()),
+        (Method::PUT, p) if p.starts_with("/v1/mirror/") => {
+            let service = p.trim_start_matches("/v1/mirror/").to_owned();
+            let body = match Limited::new(req.into_body(), 4096).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            let set: SetMirror = match serde_json::from_slice(&body) {
+                Ok(s) => s,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("body must be {{\"percent\": N}}: {e}"),
+                    );
+                }
+            };
+            match control.set_percent(&service, set.percent) {
+                Ok(s) => json(StatusCode::OK, &s),
+                Err((code, msg)) => error(code, msg),
+            }
+        }
+        (Method::POST, "/v1/record") => {
+            let body = match Limited::new(req.into_body(), 4096).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            let start: StartRecord = match serde_json::from_slice(&body) {
+                Ok(s) => s,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("body must be {{\"path\": ...}}: {e}"),
+                    );
+                }
+            };
+            control.start_recording(&start.path)
+        }
+        (Method::DELETE, "/v1/record") => control.stop_recording(),
+        (Method::GET, "/v1/exchanges") => {
+            let limit = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("limit="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20);
+            json(StatusCode::OK, &control.replayer.records(limit))
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no route {path}")),
+    }
+}

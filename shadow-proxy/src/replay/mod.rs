@@ -1,0 +1,288 @@
+//! Replaying captured requests to the shadow fleet: fire-and-forget, bounded
+//! and timed out, so the live path never waits on a shadow.
+//!
+//! Exchanges arrive from the capture thread over a bounded queue. For each
+//! one the service's rules decide whether it is replayed ([`rewrite`]), a
+//! token bucket applies the rate cap, a permit bounds the requests in
+//! flight, and a pooled hyper client sends the rewritten request to the next
+//! target (round robin). The shadow's answer is kept with the live pair in
+//! a bounded ring of [`ReplayRecord`]s for the diff engine.
+
+pub mod record;
+pub mod rewrite;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::{capture::pipeline::CapturedExchange, config::ServiceConfig, stats::ServiceStats};
+
+/// Shadow response bodies beyond this are cut (and the replay counted as
+/// incomplete).
+pub const MAX_SHADOW_BODY: usize = 128 << 20;
+/// Bodies kept per record in the ring (the diff engine's input).
+pub const RECORD_BODY_BYTES: usize = 64 << 10;
+/// Records kept.
+pub const RECORDS: usize = 1024;
+
+/// A live exchange and what the shadow answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayRecord {
+    pub id: u64,
+    pub service: String,
+    pub target: String,
+    pub method: String,
+    pub path: String,
+    pub live_status: Option<u16>,
+    pub live_latency_ms: Option<f64>,
+    pub live_body: Bytes,
+    pub shadow_status: Option<u16>,
+    pub shadow_latency_ms: Option<f64>,
+    pub shadow_headers: Vec<(String, String)>,
+    pub shadow_body: Bytes,
+    pub error: Option<String>,
+}
+
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            tokens: rate.max(1.0),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate.max(1.0));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One service's replay state. Its rules can be replaced at run time.
+pub struct ServiceReplay {
+    pub cfg: RwLock<ServiceConfig>,
+    pub stats: Arc<ServiceStats>,
+    next: AtomicUsize,
+    in_flight: Arc<Semaphore>,
+    limiter: Mutex<Option<TokenBucket>>,
+}
+
+impl ServiceReplay {
+    pub fn new(cfg: ServiceConfig, stats: Arc<ServiceStats>) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
+            limiter: Mutex::new(cfg.rps_limit.map(TokenBucket::new)),
+            cfg: RwLock::new(cfg),
+            stats,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn config(&self) -> ServiceConfig {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub struct Replayer {
+    pub services: HashMap<u16, Arc<ServiceReplay>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    records: Mutex<VecDeque<ReplayRecord>>,
+    /// An active `shadowctl record`.
+    pub recorder: Mutex<Option<record::Recorder>>,
+}
+
+impl Replayer {
+    pub fn new(services: HashMap<u16, Arc<ServiceReplay>>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self {
+            services,
+            client,
+            records: Mutex::new(VecDeque::with_capacity(RECORDS)),
+            recorder: Mutex::new(None),
+        }
+    }
+
+    /// The most recent records, newest last.
+    pub fn records(&self, limit: usize) -> Vec<ReplayRecord> {
+        let r = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        r.iter()
+            .skip(r.len().saturating_sub(limit))
+            .cloned()
+            .collect()
+    }
+
+    fn keep(&self, rec: ReplayRecord) {
+        let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == RECORDS {
+            r.pop_front();
+        }
+        r.push_back(rec);
+    }
+
+    /// Consumes the capture queue until it closes.
+    pub async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<CapturedExchange>) {
+        while let Some(item) = rx.recv().await {
+            self.dispatch(item);
+        }
+    }
+
+    /// Decides, then spawns the replay; never waits.
+    pub fn dispatch(self: &Arc<Self>, item: CapturedExchange) {
+        let Some(svc) = self.services.get(&item.service_port).cloned() else {
+            return;
+        };
+        if let Some(r) = self
+            .recorder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            r.offer(&item);
+        }
+        let cfg = svc.config();
+        if let Err(skip) = rewrite::decide(&item.exchange.request, &cfg) {
+            svc.stats.not_replayed(skip.reason());
+            return;
+        }
+        let limited = svc
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .is_some_and(|b| !b.take());
+        if limited {
+            svc.stats.not_replayed("rate_limited");
+            return;
+        }
+        let Ok(permit) = svc.in_flight.clone().try_acquire_owned() else {
+            svc.stats.not_replayed("in_flight_full");
+            return;
+        };
+        let i = svc.next.fetch_add(1, Ordering::Relaxed);
+        let target = cfg.targets[i % cfg.targets.len()].clone();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let rec = this.replay_one(&item, &cfg, &target, &svc).await;
+            drop(permit);
+            this.keep(rec);
+        });
+    }
+
+    async fn replay_one(
+        &self,
+        item: &CapturedExchange,
+        cfg: &ServiceConfig,
+        target: &hyper::Uri,
+        svc: &ServiceReplay,
+    ) -> ReplayRecord {
+        let ex = &item.exchange;
+        let live = ex.response.as_ref();
+        let live_latency_ms =
+            live.map(|r| r.last_byte_ns.saturating_sub(ex.request.last_byte_ns) as f64 / 1e6);
+        let mut rec = ReplayRecord {
+            id: item.id,
+            service: cfg.name.clone(),
+            target: target.to_string(),
+            method: ex.request.method.clone(),
+            path: ex.request.target.clone(),
+            live_status: live.map(|r| r.status),
+            live_latency_ms,
+            live_body: live.map_or_else(Bytes::new, |r| cut(&r.body)),
+            shadow_status: None,
+            shadow_latency_ms: None,
+            shadow_headers: Vec::new(),
+            shadow_body: Bytes::new(),
+            error: None,
+        };
+        let req = match rewrite::build(&ex.request, cfg, target) {
+            Ok(r) => r.map(Full::new),
+            Err(e) => {
+                svc.stats.not_replayed("rewrite_failed");
+                rec.error = Some(e.to_string());
+                return rec;
+            }
+        };
+        let started = Instant::now();
+        let fut = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| ("shadow_error", e.to_string()))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_SHADOW_BODY)
+                .collect()
+                .await
+                .map_err(|e| ("shadow_body_error", e.to_string()))?
+                .to_bytes();
+            Ok::<_, (&'static str, String)>((parts, body))
+        };
+        match tokio::time::timeout(cfg.timeout, fut).await {
+            Ok(Ok((parts, body))) => {
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                rec.shadow_status = Some(parts.status.as_u16());
+                rec.shadow_latency_ms = Some(ms);
+                rec.shadow_headers = parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                rec.shadow_body = cut(&body);
+                svc.stats
+                    .replayed(parts.status.as_u16(), live_latency_ms.map(|l| ms - l));
+            }
+            Ok(Err((reason, error))) => {
+                svc.stats.not_replayed(reason);
+                rec.error = Some(error);
+            }
+            Err(_) => {
+                svc.stats.not_replayed("shadow_timeout");
+                rec.error = Some(format!("no answer within {:?}", cfg.timeout));
+            }
+        }
+        rec
+    }
+}
+
+fn cut(b: &Bytes) -> Bytes {
+    b.slice(..b.len().min(RECORD_BODY_BYTES))
+}

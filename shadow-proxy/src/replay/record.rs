@@ -1,0 +1,328 @@
+//! Recordings of sampled exchanges, and replaying them later.
+//!
+//! Format `shadow-recording` version 1: JSON lines, gzip-compressed when the
+//! file name ends in `.gz`. The first line is the header
+//! `{"format":"shadow-recording","version":1,"created_ms":...}`; each further
+//! line is one [`Recorded`] exchange. Bodies are base64; secret headers are
+//! already redacted (the same digest the replayer sends), so a recording can
+//! be shared. `offset_ns` is the request's time since the first recorded
+//! request, which replay divides by the speed factor.
+
+use std::{
+    io::{BufRead, BufReader, BufWriter, Write},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{SyncSender, TrySendError},
+    },
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use serde::{Deserialize, Serialize};
+
+use crate::{capture::pipeline::CapturedExchange, http::conversation::Header};
+
+pub const FORMAT: &str = "shadow-recording";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileHeader {
+    pub format: String,
+    pub version: u32,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecordedResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body_b64: String,
+}
+
+/// One exchange as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Recorded {
+    pub id: u64,
+    pub service_port: u16,
+    pub offset_ns: u64,
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body_b64: String,
+    pub live: Option<RecordedResponse>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {message}")]
+    Format {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+fn headers(h: &[Header], redact: &[String]) -> Vec<(String, String)> {
+    h.iter()
+        .map(|h| {
+            let v = if redact.contains(&h.name.to_ascii_lowercase()) {
+                super::rewrite::redact(&h.value)
+            } else {
+                String::from_utf8_lossy(&h.value).into_owned()
+            };
+            (h.name.clone(), v)
+        })
+        .collect()
+}
+
+impl Recorded {
+    pub fn from_captured(c: &CapturedExchange, first_ns: u64, redact: &[String]) -> Self {
+        let r = &c.exchange.request;
+        Self {
+            id: c.id,
+            service_port: c.service_port,
+            offset_ns: r.first_byte_ns.saturating_sub(first_ns),
+            method: r.method.clone(),
+            target: r.target.clone(),
+            headers: headers(&r.headers, redact),
+            body_b64: B64.encode(&r.body),
+            live: c.exchange.response.as_ref().map(|resp| RecordedResponse {
+                status: resp.status,
+                headers: headers(&resp.headers, redact),
+                body_b64: B64.encode(&resp.body),
+            }),
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        B64.decode(&self.body_b64).unwrap_or_default()
+    }
+}
+
+fn writer(path: &Path) -> Result<Box<dyn Write + Send>, RecordError> {
+    let f = std::fs::File::create(path).map_err(|source| RecordError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::write::GzEncoder::new(
+            BufWriter::new(f),
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(BufWriter::new(f))
+    })
+}
+
+/// A recording in progress: the writer runs on its own thread behind a
+/// bounded channel; when it falls behind, exchanges are dropped and counted.
+pub struct Recorder {
+    tx: SyncSender<Recorded>,
+    pub written: Arc<AtomicU64>,
+    pub dropped: Arc<AtomicU64>,
+    first_ns: AtomicU64,
+    redact: Vec<String>,
+    thread: Option<std::thread::JoinHandle<Result<(), RecordError>>>,
+}
+
+impl Recorder {
+    pub fn start(path: &Path, redact: Vec<String>) -> Result<Self, RecordError> {
+        let mut w = writer(path)?;
+        let io = |source| RecordError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let header = FileHeader {
+            format: FORMAT.into(),
+            version: VERSION,
+            created_ms: crate::agent::unix_ms(),
+        };
+        writeln!(w, "{}", serde_json::to_string(&header).unwrap_or_default()).map_err(io)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Recorded>(4096);
+        let written = Arc::new(AtomicU64::new(0));
+        let count = written.clone();
+        let p = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("shadow-recorder".into())
+            .spawn(move || {
+                let io = |source| RecordError::Io {
+                    path: p.clone(),
+                    source,
+                };
+                for rec in rx {
+                    let line = serde_json::to_string(&rec).unwrap_or_default();
+                    writeln!(w, "{line}").map_err(io)?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                w.flush().map_err(io)
+            })
+            .map_err(io)?;
+        Ok(Self {
+            tx,
+            written,
+            dropped: Arc::new(AtomicU64::new(0)),
+            first_ns: AtomicU64::new(0),
+            redact,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues an exchange; never blocks.
+    pub fn offer(&self, c: &CapturedExchange) {
+        let ts = c.exchange.request.first_byte_ns;
+        let _ = self
+            .first_ns
+            .compare_exchange(0, ts, Ordering::Relaxed, Ordering::Relaxed);
+        let rec = Recorded::from_captured(c, self.first_ns.load(Ordering::Relaxed), &self.redact);
+        match self.tx.try_send(rec) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Flushes and closes the file; returns (written, dropped).
+    pub fn finish(mut self) -> Result<(u64, u64), RecordError> {
+        let Self {
+            tx,
+            written,
+            dropped,
+            ref mut thread,
+            ..
+        } = self;
+        drop(tx);
+        if let Some(t) = thread.take() {
+            t.join().unwrap_or(Ok(()))?;
+        }
+        Ok((
+            written.load(Ordering::Relaxed),
+            dropped.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// Reads a recording, checking its header.
+pub fn read(path: &Path) -> Result<Vec<Recorded>, RecordError> {
+    let p = path.display().to_string();
+    let f = std::fs::File::open(path).map_err(|source| RecordError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    let r: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(BufReader::new(flate2::read::GzDecoder::new(f)))
+    } else {
+        Box::new(BufReader::new(f))
+    };
+    let mut out = Vec::new();
+    for (i, line) in r.lines().enumerate() {
+        let line = line.map_err(|source| RecordError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let bad = |message: String| RecordError::Format {
+            path: p.clone(),
+            line: i + 1,
+            message,
+        };
+        if i == 0 {
+            let h: FileHeader = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+            if h.format != FORMAT || h.version != VERSION {
+                return Err(bad(format!(
+                    "not a {FORMAT} v{VERSION} file (found {} v{})",
+                    h.format, h.version
+                )));
+            }
+            continue;
+        }
+        out.push(serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        capture::reassembly::FlowKey,
+        http::conversation::{Exchange, Request},
+    };
+    use bytes::Bytes;
+
+    fn captured(id: u64, ts: u64) -> CapturedExchange {
+        CapturedExchange {
+            id,
+            service_port: 80,
+            flow: FlowKey {
+                client: "127.0.0.1:1".parse().unwrap(),
+                server: "127.0.0.1:80".parse().unwrap(),
+            },
+            exchange: Exchange {
+                request: Request {
+                    method: "POST".into(),
+                    target: format!("/r/{id}"),
+                    version: 1,
+                    headers: vec![
+                        Header {
+                            name: "Authorization".into(),
+                            value: Bytes::from_static(b"Bearer x"),
+                        },
+                        Header {
+                            name: "Accept".into(),
+                            value: Bytes::from_static(b"*/*"),
+                        },
+                    ],
+                    body: Bytes::from(vec![0u8, 255, 7]),
+                    chunked: false,
+                    first_byte_ns: ts,
+                    last_byte_ns: ts,
+                },
+                response: None,
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip_plain_and_gzip_with_redaction_and_offsets() {
+        for name in ["rec.jsonl", "rec.jsonl.gz"] {
+            let path = std::env::temp_dir().join(format!("shadow-{}-{name}", std::process::id()));
+            let r = Recorder::start(&path, vec!["authorization".into()]).unwrap();
+            r.offer(&captured(1, 1_000));
+            r.offer(&captured(2, 501_000));
+            assert_eq!(r.finish().unwrap(), (2, 0));
+            let got = read(&path).unwrap();
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[1].offset_ns, 500_000);
+            assert_eq!(got[0].body(), vec![0u8, 255, 7]);
+            assert_eq!(
+                got[0].headers[0].1,
+                super::super::rewrite::redact(b"Bearer x")
+            );
+            assert_eq!(got[0].headers[1].1, "*/*");
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    #[test]
+    fn wrong_format_is_rejected_with_line() {
+        let path = std::env::temp_dir().join(format!("shadow-bad-{}.jsonl", std::process::id()));
+        std::fs::write(
+            &path,
+            "{\"format\":\"other\",\"version\":1,\"created_ms\":0}\n",
+        )
+        .unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("line 1") && e.contains("not a shadow-recording v1"),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+}

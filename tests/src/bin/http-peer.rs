@@ -1,0 +1,322 @@
+//! HTTP peers for the shadowing tests, run as real processes inside the
+//! test's network namespace.
+//!
+//! - `http-peer live ADDR`: the live service. Answers every request with 200
+//!   and a body naming the method, path and a digest of the request body.
+//! - `http-peer shadow ADDR LOG [normal|slow|reset]`: a shadow target that
+//!   appends one JSON line per request it receives to LOG (method, path,
+//!   headers, body length and SHA-256), then answers like live (`normal`),
+//!   after 10 s (`slow`), or resets the connection (`reset`).
+//! - `http-peer client ADDR SCENARIO [ARGS]`: raw HTTP/1.1 client that prints
+//!   one JSON line per response (status, body digest) so runs can be compared:
+//!   `keepalive N`, `pipelined N`, `body SIZE chunked|fixed [MS_PER_MIB]`,
+//!   `concurrent CONNS`, `connections N`, `methods`.
+//!
+//! All print `LISTENING <addr>` (servers) once ready.
+
+use std::{
+    convert::Infallible,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, body::Bytes, service::service_fn};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    match arg(1) {
+        "live" => serve(arg(2), None, "normal"),
+        "shadow" => serve(
+            arg(2),
+            Some(arg(3).to_owned()),
+            if arg(4).is_empty() { "normal" } else { arg(4) },
+        ),
+        "client" => client(arg(2).parse()?, arg(3), &args[4.min(args.len())..]),
+        _ => {
+            bail!("usage: http-peer live ADDR | shadow ADDR LOG [MODE] | client ADDR SCENARIO ...")
+        }
+    }
+}
+
+fn serve(addr: &str, log: Option<String>, mode: &str) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mode = mode.to_owned();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("LISTENING {}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        let log = Arc::new(Mutex::new(match log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => None,
+        }));
+        loop {
+            let (stream, _) = listener.accept().await?;
+            if mode == "reset" {
+                // Read the request, then reset: SO_LINGER 0 turns close into RST.
+                let std_stream = stream.into_std()?;
+                std_stream.set_nonblocking(false)?;
+                std::thread::spawn(move || {
+                    let mut s = std_stream;
+                    let mut buf = [0u8; 4096];
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                    let _ = s.read(&mut buf);
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                });
+                continue;
+            }
+            let (log, mode) = (log.clone(), mode.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(req, log.clone(), mode.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    log: Arc<Mutex<Option<std::fs::File>>>,
+    mode: String,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let digest = hex(&Sha256::digest(&body));
+    if let Some(f) = log.lock().expect("log lock").as_mut() {
+        let headers: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let line = serde_json::json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.to_string(),
+            "headers": headers,
+            "body_len": body.len(),
+            "body_sha256": digest,
+        });
+        let _ = writeln!(f, "{line}");
+        if let Ok(dir) = std::env::var("HTTP_PEER_DUMP") {
+            let _ = std::fs::write(format!("{dir}/{digest}.body"), &body);
+        }
+    }
+    if mode == "slow" {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let text = format!("{} {} {} {}\n", parts.method, parts.uri, body.len(), digest);
+    Ok(Response::new(Full::new(Bytes::from(text))))
+}
+
+/// Reads one response with a Content-Length body (what `live` sends).
+fn read_response(r: &mut BufReader<TcpStream>) -> Result<(u16, Vec<u8>)> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .context("status line")?
+        .parse()?;
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse()?;
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok((status, body))
+}
+
+fn report(status: u16, body: &[u8]) {
+    println!(
+        "{}",
+        serde_json::json!({ "status": status, "body": String::from_utf8_lossy(body) })
+    );
+}
+
+fn request(method: &str, path: &str, extra: &str, body: &[u8], chunked: bool) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: live.test\r\n{extra}").into_bytes();
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        for chunk in body.chunks(100_003) {
+            out.extend_from_slice(format!("{:x};ext=1\r\n", chunk.len()).as_bytes());
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+fn body_of(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn client(addr: SocketAddr, scenario: &str, args: &[String]) -> Result<()> {
+    let n = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let connect = || -> Result<BufReader<TcpStream>> {
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(BufReader::new(s))
+    };
+    match scenario {
+        "keepalive" => {
+            let mut c = connect()?;
+            for i in 0..n(0, 3) {
+                c.get_mut().write_all(&request(
+                    "GET",
+                    &format!("/keepalive/{i}"),
+                    "",
+                    b"",
+                    false,
+                ))?;
+                let (s, b) = read_response(&mut c)?;
+                report(s, &b);
+            }
+        }
+        "pipelined" => {
+            let mut c = connect()?;
+            let mut all = Vec::new();
+            for i in 0..n(0, 5) {
+                all.extend(request(
+                    "GET",
+                    &format!("/pipelined/{i}?q={i}"),
+                    "Accept: */*\r\n",
+                    b"",
+                    false,
+                ));
+            }
+            c.get_mut().write_all(&all)?;
+            for _ in 0..n(0, 5) {
+                let (s, b) = read_response(&mut c)?;
+                report(s, &b);
+            }
+        }
+        "body" => {
+            let size = n(0, 1024);
+            let chunked = args.get(1).is_some_and(|s| s == "chunked");
+            // Optional pacing in ms per MiB, like a client on a real network
+            // rather than loopback's memory-speed bursts.
+            let pace = n(2, 0);
+            let mut c = connect()?;
+            let body = body_of(size);
+            let path = format!(
+                "/upload/{size}/{}",
+                if chunked { "chunked" } else { "fixed" }
+            );
+            let req = request(
+                "PUT",
+                &path,
+                "Content-Type: application/octet-stream\r\n",
+                &body,
+                chunked,
+            );
+            for piece in req.chunks(1 << 20) {
+                c.get_mut().write_all(piece)?;
+                std::thread::sleep(Duration::from_millis(pace as u64));
+            }
+            let (s, b) = read_response(&mut c)?;
+            report(s, &b);
+        }
+        "concurrent" => {
+            let conns = n(0, 100);
+            let handles: Vec<_> = (0..conns)
+                .map(|i| {
+                    std::thread::spawn(move || -> Result<(u16, Vec<u8>)> {
+                        let s = TcpStream::connect(addr)?;
+                        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                        let mut c = BufReader::new(s);
+                        let body = format!("client {i}");
+                        c.get_mut().write_all(&request(
+                            "GET",
+                            &format!("/concurrent/{i}"),
+                            "",
+                            body.as_bytes(),
+                            false,
+                        ))?;
+                        read_response(&mut c)
+                    })
+                })
+                .collect();
+            for h in handles {
+                let (s, b) = h
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+                report(s, &b);
+            }
+        }
+        "connections" => {
+            // N sequential connections, one request each, with a pause
+            // between them (ms) so a rate change can land mid-run.
+            let pause = n(1, 0);
+            for i in 0..n(0, 100) {
+                let mut c = connect()?;
+                c.get_mut()
+                    .write_all(&request("GET", &format!("/conn/{i}"), "", b"", false))?;
+                let (s, b) = read_response(&mut c)?;
+                report(s, &b);
+                std::thread::sleep(Duration::from_millis(pause as u64));
+            }
+        }
+        "methods" => {
+            let mut c = connect()?;
+            for (m, path) in [
+                ("GET", "/m/get"),
+                ("POST", "/m/post"),
+                ("PUT", "/m/put"),
+                ("PATCH", "/m/patch"),
+                ("DELETE", "/m/delete"),
+                ("POST", "/allowed/post"),
+            ] {
+                let extra =
+                    "Authorization: Bearer s3cret\r\nCookie: session=abc\r\nX-Api-Key: k1\r\n";
+                c.get_mut()
+                    .write_all(&request(m, path, extra, b"{}", false))?;
+                let (s, b) = read_response(&mut c)?;
+                report(s, &b);
+            }
+        }
+        other => bail!("unknown scenario {other}"),
+    }
+    Ok(())
+}
