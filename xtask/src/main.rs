@@ -37,6 +37,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         admin: String,
     },
+    /// Fuzz the reassembler and the HTTP pairing (cargo-fuzz, nightly).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Benchmarks (bench/): telemetry overhead, shadowing overhead and completeness.
     Bench {
         /// Seconds per workload run.
@@ -62,6 +68,7 @@ fn main() -> Result<()> {
         Command::Test => test(),
         Command::Demo { duration, admin } => demo::run(duration, &admin),
         Command::Bench { seconds, rounds } => bench(seconds, rounds),
+        Command::Fuzz { seconds } => fuzz(seconds),
     }
 }
 
@@ -114,6 +121,33 @@ fn test() -> Result<()> {
         util::cargo(&["test", "--workspace", "--no-fail-fast"])
     })?;
     println!("all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn fuzz(seconds: u64) -> Result<()> {
+    setup::run(false)?;
+    if util::output("cargo", &["fuzz", "--version"]).is_none() {
+        util::step("install cargo-fuzz", || {
+            util::cargo(&["install", "cargo-fuzz", "--locked", "--version", "0.13.2"])
+        })?;
+    }
+    for target in ["reassembly", "http_pairing"] {
+        util::step(&format!("fuzz {target} for {seconds} s"), || {
+            let status = std::process::Command::new("cargo")
+                .args([
+                    "+nightly",
+                    "fuzz",
+                    "run",
+                    target,
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                ])
+                .current_dir("shadow-proxy/fuzz")
+                .status()?;
+            anyhow::ensure!(status.success(), "fuzz target {target} failed: {status}");
+            Ok(())
+        })?;
+    }
     Ok(())
 }
 
