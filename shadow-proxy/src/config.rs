@@ -95,20 +95,99 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A service's mirroring rules, as `PUT /v1/mirror/{service}/rules` takes
+/// them (JSON). Fields left out are cleared: the body replaces the rules.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawRoute {
-    path_prefix: String,
+pub struct RawRules {
     #[serde(default)]
-    allow_methods: Vec<String>,
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    pub sample_key: Option<RawSampleKey>,
+    pub rps_limit: Option<f64>,
+}
+
+/// Validates `raw` and installs it in `svc`; on error `svc` is unchanged
+/// and the error names the key.
+pub fn apply_rules(svc: &mut ServiceConfig, raw: RawRules) -> Result<(), (String, String)> {
+    let methods = |v: Vec<String>, k: &str| -> Result<Vec<String>, (String, String)> {
+        v.into_iter()
+            .map(|m| {
+                let m = m.to_ascii_uppercase();
+                if METHODS.contains(&m.as_str()) {
+                    Ok(m)
+                } else {
+                    Err((k.to_owned(), format!("{m:?} is not an HTTP method")))
+                }
+            })
+            .collect()
+    };
+    let sample_key = match raw.sample_key {
+        None => None,
+        Some(k) => {
+            let pct = percent_to_hundredths(k.percent)
+                .map_err(|r| ("sample_key.percent".to_owned(), r))?;
+            let which = match (k.header, k.query) {
+                (Some(h), None) => SampleKey::Header(h.to_ascii_lowercase()),
+                (None, Some(q)) => SampleKey::Query(q),
+                _ => {
+                    return Err((
+                        "sample_key".into(),
+                        "set exactly one of header or query".into(),
+                    ));
+                }
+            };
+            Some((which, pct))
+        }
+    };
+    if let Some(r) = raw.rps_limit
+        && !(r > 0.0 && r.is_finite())
+    {
+        return Err(("rps_limit".into(), format!("{r} must be positive")));
+    }
+    let mut routes = Vec::new();
+    for r in raw.routes {
+        if !r.path_prefix.starts_with('/') {
+            return Err((
+                "route.path_prefix".into(),
+                format!("{:?} must start with /", r.path_prefix),
+            ));
+        }
+        routes.push(Route {
+            path_prefix: r.path_prefix,
+            allow_methods: methods(r.allow_methods, "route.allow_methods")?,
+        });
+    }
+    let new_methods = methods(raw.methods, "methods")?;
+    let new_allow = methods(raw.allow_methods, "allow_methods")?;
+    svc.methods = new_methods;
+    svc.allow_methods = new_allow;
+    svc.path_prefixes = raw.path_prefixes;
+    svc.sample_key = sample_key;
+    svc.rps_limit = raw.rps_limit;
+    svc.routes = routes;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSampleKey {
-    header: Option<String>,
-    query: Option<String>,
-    percent: f64,
+pub struct RawRoute {
+    pub path_prefix: String,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSampleKey {
+    pub header: Option<String>,
+    pub query: Option<String>,
+    pub percent: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,50 +369,8 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         let timeout = duration::parse(s.timeout.as_deref().unwrap_or("5s"))
             .map_err(|r| invalid(key("timeout"), r))?;
-        let upper = |v: Vec<String>, k: &str| -> Result<Vec<String>, ConfigError> {
-            v.into_iter()
-                .map(|m| {
-                    let m = m.to_ascii_uppercase();
-                    if METHODS.contains(&m.as_str()) {
-                        Ok(m)
-                    } else {
-                        Err(invalid(key(k), format!("{m:?} is not an HTTP method")))
-                    }
-                })
-                .collect()
-        };
         let mut redact: Vec<String> = DEFAULT_REDACT.iter().map(|s| (*s).to_owned()).collect();
         redact.extend(s.redact_headers.iter().map(|h| h.to_ascii_lowercase()));
-        let sample_key = match s.sample_key {
-            None => None,
-            Some(k) => {
-                let pct = percent_to_hundredths(k.percent)
-                    .map_err(|r| invalid(key("sample_key.percent"), r))?;
-                let which = match (k.header, k.query) {
-                    (Some(h), None) => SampleKey::Header(h.to_ascii_lowercase()),
-                    (None, Some(q)) => SampleKey::Query(q),
-                    _ => {
-                        return Err(invalid(
-                            key("sample_key"),
-                            "set exactly one of header or query".into(),
-                        ));
-                    }
-                };
-                Some((which, pct))
-            }
-        };
-        if let Some(r) = s.rps_limit
-            && !(r > 0.0 && r.is_finite())
-        {
-            return Err(invalid(key("rps_limit"), format!("{r} must be positive")));
-        }
-        let mut routes = Vec::new();
-        for r in s.route {
-            routes.push(Route {
-                path_prefix: r.path_prefix,
-                allow_methods: upper(r.allow_methods, "route.allow_methods")?,
-            });
-        }
         let mut rewrites = Vec::new();
         for r in s.rewrite {
             rewrites.push(match r {
@@ -367,7 +404,15 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
                 }
             });
         }
-        services.push(ServiceConfig {
+        let rules = RawRules {
+            methods: s.methods,
+            path_prefixes: s.path_prefixes,
+            allow_methods: s.allow_methods,
+            routes: s.route,
+            sample_key: s.sample_key,
+            rps_limit: s.rps_limit,
+        };
+        let mut svc = ServiceConfig {
             name: s.name,
             port: s.port,
             per_ten_thousand,
@@ -377,14 +422,16 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             rewrite_host: s.rewrite_host,
             shadow_header: s.shadow_header.unwrap_or_else(|| "X-Shadow-Request".into()),
             redact_headers: redact,
-            allow_methods: upper(s.allow_methods, "allow_methods")?,
-            methods: upper(s.methods, "methods")?,
-            path_prefixes: s.path_prefixes,
-            sample_key,
-            rps_limit: s.rps_limit,
-            routes,
+            allow_methods: Vec::new(),
+            methods: Vec::new(),
+            path_prefixes: Vec::new(),
+            sample_key: None,
+            rps_limit: None,
+            routes: Vec::new(),
             rewrites,
-        });
+        };
+        apply_rules(&mut svc, rules).map_err(|(k, reason)| invalid(key(&k), reason))?;
+        services.push(svc);
     }
     if services.len() > shadow_common::capture::MAX_SERVICES as usize {
         return Err(invalid("service".into(), "too many services".into()));

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `GET /v1/mirror` | every service: rate, targets, kernel and replay counters, coverage |
 //! | `PUT /v1/mirror/{service}` body `{"percent": 12.5}` | change the sampling rate now |
+//! | `PUT /v1/mirror/{service}/rules` body: [`crate::config::RawRules`] JSON | replace the service's rules now |
 //! | `GET /v1/capture` | perf samples, losses, truncation, reassembly counters |
 //! | `GET /v1/exchanges?limit=N` | the latest replayed exchanges with live and shadow answers |
 //! | `POST /v1/record` body `{"path": "/tmp/x.jsonl.gz"}` | start recording sampled exchanges |
@@ -264,6 +265,44 @@ async fn route(req: Request<hyper::body::Incoming>, control: &Control) -> Respon
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/v1/mirror") => json(StatusCode::OK, &control.status()),
         (Method::GET, "/v1/capture") => json(StatusCode::OK, &control.pipeline.view()),
+        (Method::PUT, p) if p.starts_with("/v1/mirror/") && p.ends_with("/rules") => {
+            let service = p
+                .trim_start_matches("/v1/mirror/")
+                .trim_end_matches("/rules")
+                .to_owned();
+            let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            let raw: crate::config::RawRules = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("rules: {e}")),
+            };
+            let Some((_, port, _)) = control.ports.iter().find(|(n, _, _)| *n == service) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown service {service:?}"),
+                );
+            };
+            let Some(svc) = control.replayer.services.get(port) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown service {service:?}"),
+                );
+            };
+            match svc.set_rules(raw) {
+                Ok(()) => {
+                    tracing::info!(service, "Mirror rules replaced");
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "service": service, "rules": "replaced" }),
+                    )
+                }
+                Err((key, reason)) => {
+                    error(StatusCode::BAD_REQUEST, format!("rules.{key}: {reason}"))
+                }
+            }
+        }
         (Method::PUT, p) if p.starts_with("/v1/mirror/") => {
             let service = p.trim_start_matches("/v1/mirror/").to_owned();
             let body = match Limited::new(req.into_body(), 4096).collect().await {

@@ -1,37 +1,56 @@
-//! Arbitrary bytes, cut into request and response pieces, fed alternately
-//! into one `Conversation`: it must never panic, and every exchange it
-//! emits must carry a body within the limits.
+//! Fuzzes the HTTP/1.1 conversation parser with arbitrary request/response stream splits.
+//!
+//! Input format: a sequence of `[len: u8][len bytes]` records; records alternate between the
+//! client stream (even) and the server stream (odd), so the fuzzer controls both the content and
+//! where each stream is split. Small limits keep the interesting edges (limits hit) reachable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shadow_proxy::http::conversation::{Conversation, Limits};
+use shadow_proxy::http::conversation::*;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {
-        max_body: 1 << 16,
-        ..Limits::default()
+        max_header_bytes: 1024,
+        max_headers: 16,
+        max_body: 4096,
+        max_pipeline: 8,
     };
-    let mut c = Conversation::new(limits.clone());
-    // The first byte picks the piece size; pieces alternate sides.
-    let Some((&step, rest)) = data.split_first() else {
-        return;
-    };
-    let step = usize::from(step.max(1));
-    for (i, piece) in rest.chunks(step).enumerate() {
-        let r = if i % 2 == 0 {
-            c.on_request_bytes(piece, i as u64)
+    let mut conv = Conversation::new(limits);
+    let mut rest = data;
+    let mut now = 0u64;
+    while let Some((&len, tail)) = rest.split_first() {
+        let (chunk, tail) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = tail;
+        now += 1;
+        let result = if now % 2 == 1 {
+            conv.on_request_bytes(chunk, now)
         } else {
-            c.on_response_bytes(piece, i as u64)
+            conv.on_response_bytes(chunk, now)
         };
-        if r.is_err() {
-            return;
+        if let Err(err) = result {
+            assert!(!err.reason().is_empty());
+            // Errors are sticky: a poisoned conversation must keep refusing input.
+            assert_eq!(
+                conv.on_request_bytes(b"GET / HTTP/1.1\r\n\r\n", now),
+                Err(err)
+            );
+            break;
+        }
+        assert!(conv.pending() <= limits.max_pipeline);
+    }
+    conv.on_close(now + 1);
+    for exchange in conv.take_exchanges() {
+        let request = &exchange.request;
+        assert!(request.body.len() <= limits.max_body);
+        assert!(request.first_byte_ns <= request.last_byte_ns);
+        if let Some(response) = &exchange.response {
+            assert!(response.body.len() <= limits.max_body);
+            assert!(response.first_byte_ns <= response.last_byte_ns);
+            assert!(
+                !(100..200).contains(&response.status),
+                "interim responses are never paired"
+            );
         }
     }
-    c.on_close(u64::MAX);
-    for ex in c.take_exchanges() {
-        assert!(ex.request.body.len() <= limits.max_body);
-        if let Some(resp) = ex.response {
-            assert!(resp.body.len() <= limits.max_body);
-        }
-    }
+    assert!(conv.take_exchanges().is_empty());
 });

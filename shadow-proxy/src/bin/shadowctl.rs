@@ -42,6 +42,10 @@ enum Mirror {
     },
     /// Capture path counters: perf samples, losses, truncation, reassembly.
     Capture,
+    /// Replace a service's rules with a JSON document, e.g.
+    /// '{"allow_methods":["POST"],"routes":[{"path_prefix":"/orders","allow_methods":["PUT"]}],"rps_limit":50}'.
+    /// Fields: methods, path_prefixes, allow_methods, routes, sample_key, rps_limit.
+    Rules { service: String, json: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +184,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let recs = shadow_proxy::replay::record::read(&file)?;
             let summary = client::replay(&recs, &target, speed).await?;
             println!("{summary}");
+        }
+        Command::Mirror(Mirror::Rules { service, json }) => {
+            let path = format!("/v1/mirror/{}/rules", encode(&service));
+            let (status, body) =
+                client::control(&cli.control, hyper::Method::PUT, &path, Some(json)).await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            println!("{service}: rules replaced");
         }
         Command::Mirror(Mirror::Capture) => {
             let (status, body) =

@@ -193,7 +193,7 @@ impl Pipeline {
                     self.convs.insert(
                         *key,
                         FlowConv {
-                            conv: Conversation::new(self.limits.clone()),
+                            conv: Conversation::new(self.limits),
                             stats: stats.clone(),
                         },
                     );

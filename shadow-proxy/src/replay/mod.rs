@@ -106,6 +106,16 @@ impl ServiceReplay {
         }
     }
 
+    /// Replaces the service's rules; nothing changes when they are invalid.
+    pub fn set_rules(&self, raw: crate::config::RawRules) -> Result<(), (String, String)> {
+        let mut cfg = self.config();
+        crate::config::apply_rules(&mut cfg, raw)?;
+        *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) =
+            cfg.rps_limit.map(TokenBucket::new);
+        *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = cfg;
+        Ok(())
+    }
+
     fn config(&self) -> ServiceConfig {
         self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -280,9 +280,9 @@ mod tests {
                         },
                     ],
                     body: Bytes::from(vec![0u8, 255, 7]),
-                    chunked: false,
                     first_byte_ns: ts,
                     last_byte_ns: ts,
+                    ..Request::default()
                 },
                 response: None,
             },

@@ -211,9 +211,7 @@ mod tests {
                 })
                 .collect(),
             body: Bytes::from_static(b"{\"a\":1}"),
-            chunked: false,
-            first_byte_ns: 0,
-            last_byte_ns: 0,
+            ..Captured::default()
         }
     }
 
