@@ -134,11 +134,12 @@ struct AgentProc {
 }
 
 impl AgentProc {
-    fn start(bin: &Path, dir: &Path) -> Result<Self> {
+    fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Self> {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let child = Command::new(bin)
             .args(["--admin", "127.0.0.1:0", "--interval", "1s"])
+            .args(extra)
             .arg("--pid-file")
             .arg(dir.join("agent.pid"))
             .arg("--ready-file")
@@ -218,6 +219,9 @@ fn measure(nginx: &Nginx, fio_file: &Path, seconds: u64) -> Result<Sample> {
     })
 }
 
+/// (label, field) of one report row.
+type Column = (&'static str, fn(&Sample) -> f64);
+
 pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("shadow-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -226,35 +230,38 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     println!("warm-up (lays out the fio file, warms nginx)");
     measure(&nginx, &fio_file, 2)?;
 
-    let mut detached = Vec::new();
-    let mut attached = Vec::new();
+    // Three modes: detached, attached, attached without the per-syscall
+    // TCP byte counters. The order rotates each round so drift cancels.
+    const MODES: [(&str, Option<&[&str]>); 3] = [
+        ("detached", None),
+        ("attached", Some(&[])),
+        ("attached, --no-tcp-bytes", Some(&["--no-tcp-bytes"])),
+    ];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); MODES.len()];
     let mut agent_cpu = Vec::new();
     let mut agent_rss = 0u64;
-    for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for with_agent in order {
-            let label = if with_agent { "attached" } else { "detached" };
-            let s = if with_agent {
-                let a = AgentProc::start(agent, &dir)?;
-                let (cpu0, _) = a.usage();
-                let t = Instant::now();
-                let s = measure(&nginx, &fio_file, seconds)?;
-                let (cpu1, rss) = a.usage();
-                agent_cpu.push((cpu1 - cpu0) / t.elapsed().as_secs_f64());
-                agent_rss = agent_rss.max(rss);
-                attached.push(s);
-                s
-            } else {
-                let s = measure(&nginx, &fio_file, seconds)?;
-                detached.push(s);
-                s
+    for round in 0..rounds as usize {
+        for k in 0..MODES.len() {
+            let mode = (k + round) % MODES.len();
+            let (label, args) = MODES[mode];
+            let s = match args {
+                Some(extra) => {
+                    let a = AgentProc::start(agent, &dir, extra)?;
+                    let (cpu0, _) = a.usage();
+                    let t = Instant::now();
+                    let s = measure(&nginx, &fio_file, seconds)?;
+                    let (cpu1, rss) = a.usage();
+                    if mode == 1 {
+                        agent_cpu.push((cpu1 - cpu0) / t.elapsed().as_secs_f64());
+                    }
+                    agent_rss = agent_rss.max(rss);
+                    s
+                }
+                None => measure(&nginx, &fio_file, seconds)?,
             };
+            samples[mode].push(s);
             println!(
-                "round {round} {label:>8}: http {:.0} req/s p99 {:.2} ms, disk {:.0} IOPS",
+                "round {round} {label:>24}: http {:.0} req/s p99 {:.2} ms, disk {:.0} IOPS",
                 s.http_rps, s.http_p99_ms, s.disk_iops
             );
         }
@@ -263,48 +270,42 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     let _ = std::fs::remove_dir_all(&dir);
 
     let med = |v: &[Sample], f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
-    let (d_rps, a_rps) = (
-        med(&detached, |s| s.http_rps),
-        med(&attached, |s| s.http_rps),
-    );
-    let (d_p99, a_p99) = (
-        med(&detached, |s| s.http_p99_ms),
-        med(&attached, |s| s.http_p99_ms),
-    );
-    let (d_io, a_io) = (
-        med(&detached, |s| s.disk_iops),
-        med(&attached, |s| s.disk_iops),
-    );
     let cpu = median(agent_cpu);
+    let metrics: [Column; 3] = [
+        ("HTTP (wrk -c32 → nginx, 127.0.0.1) req/s", |s| s.http_rps),
+        ("HTTP p99 latency, ms", |s| s.http_p99_ms),
+        ("disk (fio 4 KiB O_DIRECT randrw) IOPS", |s| s.disk_iops),
+    ];
 
     let mut md = String::new();
     let _ = writeln!(md, "# Telemetry overhead: agent attached vs detached\n");
     let _ = writeln!(
         md,
         "Command: `cargo xtask bench --seconds {seconds} --rounds {rounds}`. {rounds} rounds, \
-         alternating order; medians. Kernel {}, {} CPUs.\n",
+         order rotated each round; medians. Kernel {}, {} CPUs.\n",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let _ = writeln!(md, "| workload | detached | attached | attached/detached |");
-    let _ = writeln!(md, "|---|---|---|---|");
     let _ = writeln!(
         md,
-        "| HTTP (wrk -c32 → nginx, 127.0.0.1) req/s | {d_rps:.0} | {a_rps:.0} | {:.4} |",
-        a_rps / d_rps
+        "| workload | detached | attached | ratio | attached, --no-tcp-bytes | ratio |"
     );
-    let _ = writeln!(
-        md,
-        "| HTTP p99 latency, ms | {d_p99:.3} | {a_p99:.3} | {:.4} |",
-        a_p99 / d_p99
-    );
-    let _ = writeln!(
-        md,
-        "| disk (fio 4 KiB O_DIRECT randrw) IOPS | {d_io:.0} | {a_io:.0} | {:.4} |",
-        a_io / d_io
-    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    for (name, f) in metrics {
+        let (d, a, n) = (
+            med(&samples[0], f),
+            med(&samples[1], f),
+            med(&samples[2], f),
+        );
+        let _ = writeln!(
+            md,
+            "| {name} | {d:.3} | {a:.3} | {:.4} | {n:.3} | {:.4} |",
+            a / d,
+            n / d
+        );
+    }
     let _ = writeln!(
         md,
         "\nAgent while attached: {:.1}% of one CPU (median), peak RSS {:.1} MiB.",

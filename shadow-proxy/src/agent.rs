@@ -51,6 +51,8 @@ pub struct AgentConfig {
     pub shadow: Option<Config>,
     /// Where the control API listens (mode 0600).
     pub control_socket: PathBuf,
+    /// Attach the per-syscall TCP byte counters.
+    pub tcp_bytes: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +127,7 @@ pub fn unix_ms() -> u64 {
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let pid_file = PidFile::acquire(&cfg.pid_file)?;
-    let mut telemetry = KernelTelemetry::load()?;
+    let mut telemetry = KernelTelemetry::load_with(cfg.tcp_bytes)?;
     tracing::info!("Kernel telemetry attached");
     let stop = Arc::new(AtomicBool::new(false));
     let shadowing = match &cfg.shadow {

@@ -42,6 +42,10 @@ struct Cli {
     /// Control API socket (created with mode 0600).
     #[arg(long, default_value = "/run/shadow/control.sock")]
     control_socket: PathBuf,
+    /// Leave out the per-syscall TCP byte counters (sock_send_length and
+    /// sock_recv_length): cheaper on busy request/response servers.
+    #[arg(long)]
+    no_tcp_bytes: bool,
     /// Validate the configuration, load and attach the programs, report,
     /// detach and exit.
     #[arg(long)]
@@ -78,7 +82,7 @@ fn main() -> ExitCode {
         if let Some(c) = &shadow {
             println!("ok: configuration valid ({} services)", c.services.len());
         }
-        return match telemetry::KernelTelemetry::load() {
+        return match telemetry::KernelTelemetry::load_with(!cli.no_tcp_bytes) {
             Ok(_) => {
                 println!(
                     "ok: {} tracepoint programs load and attach",
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         server_id,
         shadow,
         control_socket: cli.control_socket,
+        tcp_bytes: !cli.no_tcp_bytes,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -37,6 +37,9 @@ pub const TRACEPOINTS: [(&str, &str, &str); 7] = [
     ("sock_recv_length", "sock", "sock_recv_length"),
 ];
 
+/// The per-syscall programs behind the TCP byte counters.
+pub const BYTE_PROGRAMS: [&str; 2] = ["sock_send_length", "sock_recv_length"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error(transparent)]
@@ -82,13 +85,24 @@ pub struct KernelTelemetry {
 impl KernelTelemetry {
     /// Parses tracefs, loads the object and attaches every tracepoint.
     pub fn load() -> Result<Self, TelemetryError> {
+        Self::load_with(true)
+    }
+
+    /// `tcp_bytes: false` leaves out the per-syscall `sock_send_length` /
+    /// `sock_recv_length` programs: endpoint byte counters and the
+    /// bytes-per-connection histogram stay at zero, everything else works,
+    /// and busy request/response servers pay less (see bench/reports).
+    pub fn load_with(tcp_bytes: bool) -> Result<Self, TelemetryError> {
         raise_memlock_limit();
         let tracefs = tracefs::Tracefs::open_or_mount()?;
         let offsets = tracefs.telemetry_offsets()?;
-        Self::load_with_offsets(&offsets)
+        Self::load_with_offsets(&offsets, tcp_bytes)
     }
 
-    fn load_with_offsets(offsets: &TracepointOffsets) -> Result<Self, TelemetryError> {
+    fn load_with_offsets(
+        offsets: &TracepointOffsets,
+        tcp_bytes: bool,
+    ) -> Result<Self, TelemetryError> {
         let mut ebpf = EbpfLoader::new()
             .override_global(TP_OFFSETS_GLOBAL, offsets, true)
             .load(EBPF_OBJECT)
@@ -102,6 +116,9 @@ impl KernelTelemetry {
             }
         };
         for (program, category, name) in TRACEPOINTS {
+            if !tcp_bytes && BYTE_PROGRAMS.contains(&program) {
+                continue;
+            }
             attach(&mut ebpf, program, category, name)?;
         }
         let take = |ebpf: &mut Ebpf, name: &'static str| {
