@@ -7,6 +7,7 @@ pub mod capture;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod diff;
 pub mod duration;
 pub mod hist;
 pub mod history;
