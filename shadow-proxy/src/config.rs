@@ -89,6 +89,35 @@ struct RawService {
     route: Vec<RawRoute>,
     #[serde(default)]
     rewrite: Vec<RawRewrite>,
+    #[serde(default)]
+    diff: RawDiff,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDiff {
+    #[serde(default)]
+    ignore_headers: Vec<String>,
+    number_tolerance: Option<f64>,
+    #[serde(default)]
+    array_keys: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    route_templates: Vec<String>,
+    noise_fraction: Option<f64>,
+    min_samples: Option<u64>,
+    relative_threshold: Option<f64>,
+    absolute_threshold: Option<f64>,
+}
+
+/// How a service's live and shadow answers are compared.
+#[derive(Debug, Clone)]
+pub struct DiffSettings {
+    pub options: crate::diff::DiffOptions,
+    pub route_templates: Vec<String>,
+    /// Share of replayed requests sent to the shadow a second time to learn
+    /// noise (shadow vs shadow).
+    pub noise_fraction: f64,
+    pub thresholds: crate::diff::noise::Thresholds,
 }
 
 fn yes() -> bool {
@@ -266,6 +295,7 @@ pub struct ServiceConfig {
     pub rps_limit: Option<f64>,
     pub routes: Vec<Route>,
     pub rewrites: Vec<Rewrite>,
+    pub diff: DiffSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -404,6 +434,36 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
                 }
             });
         }
+        let d = s.diff;
+        let mut options = crate::diff::DiffOptions::default();
+        options
+            .ignore_headers
+            .extend(d.ignore_headers.iter().map(|h| h.to_ascii_lowercase()));
+        options.json.number_tolerance = d.number_tolerance.unwrap_or(0.0);
+        options.json.array_keys = d.array_keys;
+        let mut thresholds = crate::diff::noise::Thresholds::default();
+        if let Some(v) = d.min_samples {
+            thresholds.min_samples = v;
+        }
+        if let Some(v) = d.relative_threshold {
+            thresholds.relative = v;
+        }
+        if let Some(v) = d.absolute_threshold {
+            thresholds.absolute = v;
+        }
+        let noise_fraction = d.noise_fraction.unwrap_or(0.05);
+        if !(0.0..=1.0).contains(&noise_fraction) {
+            return Err(invalid(
+                key("diff.noise_fraction"),
+                format!("{noise_fraction} is outside 0-1"),
+            ));
+        }
+        let diff = DiffSettings {
+            options,
+            route_templates: d.route_templates,
+            noise_fraction,
+            thresholds,
+        };
         let rules = RawRules {
             methods: s.methods,
             path_prefixes: s.path_prefixes,
@@ -429,6 +489,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             rps_limit: None,
             routes: Vec::new(),
             rewrites,
+            diff,
         };
         apply_rules(&mut svc, rules).map_err(|(k, reason)| invalid(key(&k), reason))?;
         services.push(svc);

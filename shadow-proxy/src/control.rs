@@ -7,6 +7,9 @@
 //! | `GET /v1/mirror` | every service: rate, targets, kernel and replay counters, coverage |
 //! | `PUT /v1/mirror/{service}` body `{"percent": 12.5}` | change the sampling rate now |
 //! | `PUT /v1/mirror/{service}/rules` body: [`crate::config::RawRules`] JSON | replace the service's rules now |
+//! | `GET /v1/diff` | per service: verdict, per-route comparisons, regressed fields with rates and example ids |
+//! | `GET /v1/diff/{id}` | one exchange: live and shadow side by side (secrets redacted) with its diffs |
+//! | `PUT /v1/diff/noise` body `{"service","route","path","noise":bool}` | mark or unmark a field as noise |
 //! | `GET /v1/capture` | perf samples, losses, truncation, reassembly counters |
 //! | `GET /v1/exchanges?limit=N` | the latest replayed exchanges with live and shadow answers |
 //! | `POST /v1/record` body `{"path": "/tmp/x.jsonl.gz"}` | start recording sampled exchanges |
@@ -50,6 +53,24 @@ pub struct MirrorStatus {
 #[serde(deny_unknown_fields)]
 struct SetMirror {
     percent: f64,
+}
+
+/// One service's diff summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffSummary {
+    pub service: String,
+    pub verdict: crate::diff::noise::Verdict,
+    pub routes: std::collections::BTreeMap<String, crate::diff::noise::RouteStats>,
+    pub marked_noise: Vec<(String, String)>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkNoise {
+    service: String,
+    route: String,
+    path: String,
+    noise: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +124,55 @@ impl Control {
                 metrics::gauge!(names::COVERAGE, &l).set(c);
             }
         }
+    }
+
+    pub fn diff_summary(&self) -> Vec<DiffSummary> {
+        self.ports
+            .iter()
+            .filter_map(|(name, port, _)| {
+                let svc = self.replayer.services.get(port)?;
+                let e = svc.diff.lock().unwrap_or_else(|p| p.into_inner());
+                let verdict = e.verdict();
+                let regressed = match &verdict {
+                    crate::diff::noise::Verdict::Regressed { regressions } => regressions.len(),
+                    _ => 0,
+                };
+                metrics::gauge!(names::DIFF_REGRESSIONS, "service" => name.clone())
+                    .set(regressed as f64);
+                Some(DiffSummary {
+                    service: name.clone(),
+                    verdict,
+                    routes: e.routes.clone(),
+                    marked_noise: e.marked.iter().cloned().collect(),
+                })
+            })
+            .collect()
+    }
+
+    fn mark_noise(&self, m: MarkNoise) -> Response<Full<Bytes>> {
+        let Some((_, port, _)) = self.ports.iter().find(|(n, _, _)| *n == m.service) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown service {:?}", m.service),
+            );
+        };
+        let Some(svc) = self.replayer.services.get(port) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown service {:?}", m.service),
+            );
+        };
+        let path = crate::diff::json::generic_path(&m.path);
+        let mut e = svc.diff.lock().unwrap_or_else(|p| p.into_inner());
+        if m.noise {
+            e.marked.insert((m.route.clone(), path.clone()));
+        } else {
+            e.marked.remove(&(m.route.clone(), path.clone()));
+        }
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "route": m.route, "path": path, "noise": m.noise }),
+        )
     }
 
     fn start_recording(&self, path: &Path) -> Response<Full<Bytes>> {
@@ -264,6 +334,37 @@ async fn route(req: Request<hyper::body::Incoming>, control: &Control) -> Respon
     let query = req.uri().query().unwrap_or_default().to_owned();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/v1/mirror") => json(StatusCode::OK, &control.status()),
+        (Method::GET, "/v1/diff") => json(StatusCode::OK, &control.diff_summary()),
+        (Method::PUT, "/v1/diff/noise") => {
+            let body = match Limited::new(req.into_body(), 4096).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            match serde_json::from_slice::<MarkNoise>(&body) {
+                Ok(m) => control.mark_noise(m),
+                Err(e) => error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+            }
+        }
+        (Method::GET, p) if p.starts_with("/v1/diff/") => {
+            let Ok(id) = p.trim_start_matches("/v1/diff/").parse::<u64>() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "exchange id must be a number".into(),
+                );
+            };
+            match control
+                .replayer
+                .records(crate::replay::RECORDS)
+                .into_iter()
+                .find(|r| r.id == id)
+            {
+                Some(r) => json(StatusCode::OK, &r),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    format!("exchange {id} is not among the recent ones"),
+                ),
+            }
+        }
         (Method::GET, "/v1/capture") => json(StatusCode::OK, &control.pipeline.view()),
         (Method::PUT, p) if p.starts_with("/v1/mirror/") && p.ends_with("/rules") => {
             let service = p

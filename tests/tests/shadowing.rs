@@ -81,7 +81,11 @@ impl Mirror {
         std::fs::create_dir_all(&dir).unwrap();
         let peer = built_binary("http-peer");
         let mut live_cmd = ns.cmd(&peer);
-        live_cmd.args(["live", "127.0.0.1:0"]);
+        if modes.first().is_some_and(|m| m.starts_with("api")) {
+            live_cmd.args(["api", "127.0.0.1:0"]);
+        } else {
+            live_cmd.args(["live", "127.0.0.1:0"]);
+        }
         let (live_proc, live) = listening("live server", live_cmd);
         let mut shadows = Vec::new();
         for (i, mode) in modes.iter().enumerate() {
@@ -96,7 +100,11 @@ impl Mirror {
                 continue;
             }
             let mut c = ns.cmd(&peer);
-            c.args(["shadow", "127.0.0.1:0"]).arg(&log).arg(mode);
+            if let Some(api_mode) = mode.strip_prefix("api") {
+                c.args(["api", "127.0.0.1:0", api_mode.trim_start_matches('-')]);
+            } else {
+                c.args(["shadow", "127.0.0.1:0"]).arg(&log).arg(mode);
+            }
             let (p, addr) = listening("shadow server", c);
             shadows.push(Shadow {
                 _proc: Some(p),
@@ -179,8 +187,10 @@ impl Mirror {
     }
 
     fn shadow_log(&self, i: usize) -> Vec<Value> {
-        std::fs::read_to_string(&self.shadows[i].log)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.shadows[i].log).unwrap_or_default();
+        // Only whole lines: the server may be writing the next one.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
             .lines()
             .map(|l| serde_json::from_str(l).expect("shadow log JSON"))
             .collect()
@@ -611,4 +621,63 @@ fn a_recording_replays_at_n_times_speed() {
     );
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(m.shadow_log(0).len(), before + 20);
+}
+
+#[test]
+fn a_planted_regression_is_reported_and_nothing_else() {
+    let Some(_k) = kernel_test("a_planted_regression_is_reported_and_nothing_else") else {
+        return;
+    };
+    // Live and shadow both answer with timestamps and UUIDs; the shadow
+    // also changes one price on /cart/{n}.
+    let m = Mirror::start(
+        "diff",
+        100.0,
+        &["api-regress"],
+        "[service.diff]\nnoise_fraction = 0.2\n",
+    );
+    let r = m.client("api", &["30"]);
+    assert_eq!(r.len(), 60);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let summary = loop {
+        let out = m.shadowctl(&["diff", "summary", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let v: Vec<shadow_proxy::control::DiffSummary> =
+            serde_json::from_slice(&out.stdout).unwrap();
+        let compared: u64 = v[0].routes.values().map(|r| r.compared).sum();
+        if compared >= 60 || Instant::now() > deadline {
+            break v.into_iter().next().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let shadow_proxy::diff::noise::Verdict::Regressed { regressions } = &summary.verdict else {
+        panic!("verdict should be regressed: {summary:#?}");
+    };
+    let found: Vec<(String, String)> = regressions
+        .iter()
+        .map(|r| (r.route.clone(), r.path.clone()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![("GET /cart/{id}".to_owned(), "$.items[*].price".to_owned())],
+        "exactly the planted field: {summary:#?}"
+    );
+    let example = regressions[0].examples[0];
+    let show = m.shadowctl(&["diff", "show", &example.to_string()]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("$.items[3].price"), "{text}");
+
+    // Marking the field as noise flips the verdict.
+    let mark = m.shadowctl(&["diff", "noise", "web", "GET /cart/{id}", "$.items[*].price"]);
+    assert!(mark.status.success(), "{mark:?}");
+    let out = m.shadowctl(&["diff", "summary", "--json"]);
+    let v: Vec<shadow_proxy::control::DiffSummary> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        matches!(
+            v[0].verdict,
+            shadow_proxy::diff::noise::Verdict::Healthy { .. }
+        ),
+        "{:?}",
+        v[0].verdict
+    );
 }

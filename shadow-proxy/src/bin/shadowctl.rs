@@ -31,6 +31,27 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum Diff {
+    /// Per route: requests compared, regressed fields with rates, example ids; the verdict.
+    Summary {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One exchange, live and shadow side by side, with its differences.
+    Show { id: u64 },
+    /// Mark a field of a route as noise (or --unmark).
+    Noise {
+        service: String,
+        /// e.g. "GET /users/{id}".
+        route: String,
+        /// e.g. "$.items[*].price" or "header.etag".
+        path: String,
+        #[arg(long)]
+        unmark: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Mirror {
     /// Set the share of connections mirrored for a service (0-100, 0.01 steps).
     Set { service: String, percent: f64 },
@@ -85,6 +106,9 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
     },
+    /// Live vs shadow differences.
+    #[command(subcommand)]
+    Diff(Diff),
     /// The latest replayed exchanges (JSON), live and shadow side by side.
     Exchanges {
         #[arg(long, default_value_t = 20)]
@@ -203,6 +227,53 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             std::io::stdout().write_all(&body)?;
             println!();
         }
+        Command::Diff(Diff::Summary { json }) => {
+            let (status, body) =
+                client::control(&cli.control, hyper::Method::GET, "/v1/diff", None).await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            if json {
+                std::io::stdout().write_all(&body)?;
+                println!();
+            } else {
+                let all: Vec<shadow_proxy::control::DiffSummary> = serde_json::from_slice(&body)?;
+                print_diff(&all);
+            }
+        }
+        Command::Diff(Diff::Show { id }) => {
+            let (status, body) = client::control(
+                &cli.control,
+                hyper::Method::GET,
+                &format!("/v1/diff/{id}"),
+                None,
+            )
+            .await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Command::Diff(Diff::Noise {
+            service,
+            route,
+            path,
+            unmark,
+        }) => {
+            let body = serde_json::json!({ "service": service, "route": route, "path": path, "noise": !unmark }).to_string();
+            let (status, body) = client::control(
+                &cli.control,
+                hyper::Method::PUT,
+                "/v1/diff/noise",
+                Some(body),
+            )
+            .await?;
+            if !status.is_success() {
+                return Err(api_error(&body).into());
+            }
+            println!("{}", String::from_utf8_lossy(&body));
+        }
         Command::Exchanges { limit } => {
             let path = format!("/v1/exchanges?limit={limit}");
             let (status, body) =
@@ -267,6 +338,38 @@ fn api_error(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+fn print_diff(all: &[shadow_proxy::control::DiffSummary]) {
+    use shadow_proxy::diff::noise::Verdict;
+    for s in all {
+        let verdict = match &s.verdict {
+            Verdict::Healthy { compared } => format!("healthy ({compared} compared)"),
+            Verdict::Regressed { regressions } => {
+                format!("REGRESSED ({} fields)", regressions.len())
+            }
+            Verdict::Inconclusive { reason } => format!("inconclusive: {reason}"),
+        };
+        println!("{}: {verdict}", s.service);
+        for (route, r) in &s.routes {
+            println!(
+                "  {route}: {} compared, {} noise probes",
+                r.compared, r.noise_compared
+            );
+        }
+        if let Verdict::Regressed { regressions } = &s.verdict {
+            for r in regressions {
+                println!(
+                    "    {} {}: differs {:.2}% (noise {:.2}%), e.g. exchanges {:?}",
+                    r.route,
+                    r.path,
+                    r.diff_rate * 100.0,
+                    r.noise_rate * 100.0,
+                    r.examples
+                );
+            }
+        }
+    }
 }
 
 fn print_status(all: &[MirrorStatus]) {

@@ -250,6 +250,32 @@ fn diff_body(
     }
 }
 
+/// Routes per service that get their own metric labels; the rest are "other".
+pub const MAX_ROUTE_LABELS: usize = 64;
+
+/// Counts one comparison in the metrics recorder (bounded labels).
+pub fn publish(service: &str, route: &str, diffs: &[FieldDiff]) {
+    use std::sync::{Mutex, OnceLock};
+    static ROUTES: OnceLock<Mutex<std::collections::BTreeSet<(String, String)>>> = OnceLock::new();
+    let known = ROUTES.get_or_init(Default::default);
+    let label = {
+        let mut k = known.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (service.to_owned(), route.to_owned());
+        let per_service = k.iter().filter(|(s, _)| s == service).count();
+        if k.contains(&key) || per_service < MAX_ROUTE_LABELS {
+            k.insert(key);
+            route.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    };
+    let l = [("service", service.to_owned()), ("route", label)];
+    metrics::counter!(crate::metrics::names::DIFF_COMPARED, &l).increment(1);
+    if !diffs.is_empty() {
+        metrics::counter!(crate::metrics::names::DIFF_DIFFERING, &l).increment(1);
+    }
+}
+
 fn short_hash(b: &[u8]) -> String {
     Sha256::digest(b)
         .iter()

@@ -37,3 +37,8 @@ pub const REPLAY_DROPS: &str = "shadow_replay_dropped_total";
 pub const LATENCY_DELTA: &str = "shadow_replay_latency_delta_seconds";
 pub const COVERAGE: &str = "shadow_replay_coverage_ratio";
 pub const MIRROR_PERCENT: &str = "shadow_mirror_percent";
+
+// Diffing, per service and route.
+pub const DIFF_COMPARED: &str = "shadow_diff_compared_total";
+pub const DIFF_DIFFERING: &str = "shadow_diff_differing_total";
+pub const DIFF_REGRESSIONS: &str = "shadow_diff_regressed_fields";

@@ -55,6 +55,12 @@ pub struct ReplayRecord {
     pub shadow_headers: Vec<(String, String)>,
     pub shadow_body: Bytes,
     pub error: Option<String>,
+    /// Method and path template the diff statistics group by.
+    pub route: String,
+    /// Live response headers (secrets redacted).
+    pub live_headers: Vec<(String, String)>,
+    /// Live vs shadow differences (noise included; the verdict filters it).
+    pub diffs: Vec<crate::diff::FieldDiff>,
 }
 
 struct TokenBucket {
@@ -90,6 +96,8 @@ impl TokenBucket {
 pub struct ServiceReplay {
     pub cfg: RwLock<ServiceConfig>,
     pub stats: Arc<ServiceStats>,
+    /// Per-route, per-field diff statistics and the verdict.
+    pub diff: Mutex<crate::diff::noise::Engine>,
     next: AtomicUsize,
     in_flight: Arc<Semaphore>,
     limiter: Mutex<Option<TokenBucket>>,
@@ -98,6 +106,7 @@ pub struct ServiceReplay {
 impl ServiceReplay {
     pub fn new(cfg: ServiceConfig, stats: Arc<ServiceStats>) -> Self {
         Self {
+            diff: Mutex::new(crate::diff::noise::Engine::new(cfg.diff.thresholds)),
             in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
             limiter: Mutex::new(cfg.rps_limit.map(TokenBucket::new)),
             cfg: RwLock::new(cfg),
@@ -212,6 +221,58 @@ impl Replayer {
         });
     }
 
+    /// Sends the request to the shadow again and records what differs
+    /// between the two shadow answers as noise (the third fleet Diffy needs,
+    /// without a third fleet).
+    async fn learn_noise(
+        &self,
+        item: &CapturedExchange,
+        cfg: &ServiceConfig,
+        target: &hyper::Uri,
+        svc: &ServiceReplay,
+        first: &crate::diff::Side<'_>,
+        route: &str,
+    ) {
+        let Ok(req) = rewrite::build(&item.exchange.request, cfg, target) else {
+            return;
+        };
+        let started = Instant::now();
+        let fut = async {
+            let resp = self.client.request(req.map(Full::new)).await.ok()?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_SHADOW_BODY)
+                .collect()
+                .await
+                .ok()?
+                .to_bytes();
+            Some((parts, body))
+        };
+        let Ok(Some((parts, body))) = tokio::time::timeout(cfg.timeout, fut).await else {
+            svc.stats.not_replayed("noise_probe_failed");
+            return;
+        };
+        let second = crate::diff::Side {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: &body,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        };
+        let diffs = crate::diff::compare(first, &second, &cfg.diff.options);
+        svc.diff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record_noise(route, &diffs);
+    }
+
     async fn replay_one(
         &self,
         item: &CapturedExchange,
@@ -237,6 +298,13 @@ impl Replayer {
             shadow_headers: Vec::new(),
             shadow_body: Bytes::new(),
             error: None,
+            route: crate::diff::route::route(
+                &ex.request.method,
+                &ex.request.target,
+                &cfg.diff.route_templates,
+            ),
+            live_headers: live.map_or_else(Vec::new, |r| redacted_headers(&r.headers, cfg)),
+            diffs: Vec::new(),
         };
         let req = match rewrite::build(&ex.request, cfg, target) {
             Ok(r) => r.map(Full::new),
@@ -279,6 +347,30 @@ impl Replayer {
                 rec.shadow_body = cut(&body);
                 svc.stats
                     .replayed(parts.status.as_u16(), live_latency_ms.map(|l| ms - l));
+                if let Some(resp) = live {
+                    let live_side = crate::diff::Side {
+                        status: resp.status,
+                        headers: rec.live_headers.clone(),
+                        body: &resp.body,
+                        latency_ms: live_latency_ms.unwrap_or(0.0),
+                    };
+                    let shadow_side = crate::diff::Side {
+                        status: parts.status.as_u16(),
+                        headers: rec.shadow_headers.clone(),
+                        body: &body,
+                        latency_ms: ms,
+                    };
+                    rec.diffs = crate::diff::compare(&live_side, &shadow_side, &cfg.diff.options);
+                    svc.diff
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(&rec.route, item.id, &rec.diffs);
+                    crate::diff::publish(&cfg.name, &rec.route, &rec.diffs);
+                    if noise_sample(item.id, cfg.diff.noise_fraction) {
+                        self.learn_noise(item, cfg, target, svc, &shadow_side, &rec.route)
+                            .await;
+                    }
+                }
             }
             Ok(Err((reason, error))) => {
                 svc.stats.not_replayed(reason);
@@ -291,6 +383,29 @@ impl Replayer {
         }
         rec
     }
+}
+
+/// Deterministic by exchange id, so reruns pick the same requests.
+fn noise_sample(id: u64, fraction: f64) -> bool {
+    let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    (h as f64 / (1u64 << 53) as f64) < fraction
+}
+
+fn redacted_headers(
+    h: &[crate::http::conversation::Header],
+    cfg: &ServiceConfig,
+) -> Vec<(String, String)> {
+    h.iter()
+        .map(|h| {
+            let lower = h.name.to_ascii_lowercase();
+            let v = if cfg.redact_headers.contains(&lower) || lower == "set-cookie" {
+                rewrite::redact(&h.value)
+            } else {
+                String::from_utf8_lossy(&h.value).into_owned()
+            };
+            (lower, v)
+        })
+        .collect()
 }
 
 fn cut(b: &Bytes) -> Bytes {

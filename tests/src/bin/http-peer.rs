@@ -37,6 +37,15 @@ fn main() -> Result<()> {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
     match arg(1) {
         "live" => serve(arg(2), None, "normal"),
+        "api" => serve(
+            arg(2),
+            None,
+            if arg(3) == "regress" {
+                "api-regress"
+            } else {
+                "api"
+            },
+        ),
         "shadow" => serve(
             arg(2),
             Some(arg(3).to_owned()),
@@ -105,6 +114,9 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if mode.starts_with("api") {
+        return Ok(api(parts.uri.path(), mode == "api-regress"));
+    }
     let digest = hex(&Sha256::digest(&body));
     if let Some(f) = log.lock().expect("log lock").as_mut() {
         let headers: Vec<(String, String)> = parts
@@ -124,7 +136,8 @@ async fn handle(
             "body_len": body.len(),
             "body_sha256": digest,
         });
-        let _ = writeln!(f, "{line}");
+        // One write per line: a reader never sees half a record.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
         if let Ok(dir) = std::env::var("HTTP_PEER_DUMP") {
             let _ = std::fs::write(format!("{dir}/{digest}.body"), &body);
         }
@@ -134,6 +147,64 @@ async fn handle(
     }
     let text = format!("{} {} {} {}\n", parts.method, parts.uri, body.len(), digest);
     Ok(Response::new(Full::new(Bytes::from(text))))
+}
+
+/// A small JSON API whose answers carry a timestamp and a request id (noise
+/// by nature); `regress` plants a price change on `/cart/{n}`.
+fn api(path: &str, regress: bool) -> Response<Full<Bytes>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ts = rfc3339(now.as_secs(), now.subsec_micros());
+    let r = now.as_nanos() ^ u128::from(std::process::id()) << 64;
+    let h = hex(&Sha256::digest(r.to_le_bytes()));
+    let uuid = format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    );
+    let n: u64 = path
+        .rsplit('/')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if path.starts_with("/cart/") {
+        let last = if regress { 14 } else { 13 };
+        serde_json::json!({"ts": ts, "request_id": uuid, "user": n,
+            "items": [{"sku":"a","price":10},{"sku":"b","price":11},{"sku":"c","price":12},{"sku":"d","price":last}]})
+    } else {
+        serde_json::json!({"ts": ts, "request_id": uuid, "id": n, "name": format!("user-{n}")})
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn rfc3339(secs: u64, micros: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Reads one response with a Content-Length body (what `live` sends).
@@ -296,6 +367,18 @@ fn client(addr: SocketAddr, scenario: &str, args: &[String]) -> Result<()> {
                 let (s, b) = read_response(&mut c)?;
                 report(s, &b);
                 std::thread::sleep(Duration::from_millis(pause as u64));
+            }
+        }
+        "api" => {
+            // N requests to /cart/{i} and N to /users/{i} on one connection.
+            let mut c = connect()?;
+            for i in 0..n(0, 30) {
+                for path in [format!("/cart/{i}"), format!("/users/{i}")] {
+                    c.get_mut()
+                        .write_all(&request("GET", &path, "", b"", false))?;
+                    let (s, b) = read_response(&mut c)?;
+                    report(s, &b);
+                }
             }
         }
         "methods" => {
