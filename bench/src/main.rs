@@ -5,6 +5,7 @@
 //! detached and attached, alternating the order each round so drift cancels.
 //! Reports medians and attached/detached ratios, measured in the same run.
 
+mod diff;
 mod mirror;
 mod overhead;
 
@@ -36,6 +37,14 @@ enum Command {
         #[arg(long, default_value = "bench/reports/telemetry-overhead.md")]
         report: PathBuf,
     },
+    /// Diff engine: pairs/s per core, and recall / false positives on a
+    /// labelled set with planted regressions and realistic noise.
+    Diff {
+        #[arg(long, default_value_t = 10_000)]
+        pairs: u64,
+        #[arg(long, default_value = "bench/reports/diff.md")]
+        report: PathBuf,
+    },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
     MirrorOverhead {
@@ -58,6 +67,7 @@ fn main() -> Result<()> {
             rounds,
             report,
         } => overhead::run(&agent, seconds, rounds, &report),
+        Command::Diff { pairs, report } => diff::run(pairs, &report),
         Command::MirrorOverhead {
             agent,
             seconds,

@@ -55,12 +55,18 @@ struct SetMirror {
     percent: f64,
 }
 
-/// One service's diff summary.
+/// One shadow target's diff state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetDiff {
+    pub verdict: crate::diff::noise::Verdict,
+    pub routes: std::collections::BTreeMap<String, crate::diff::noise::RouteStats>,
+}
+
+/// One service's diff summary: a verdict per shadow target.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiffSummary {
     pub service: String,
-    pub verdict: crate::diff::noise::Verdict,
-    pub routes: std::collections::BTreeMap<String, crate::diff::noise::RouteStats>,
+    pub targets: std::collections::BTreeMap<String, TargetDiff>,
     pub marked_noise: Vec<(String, String)>,
 }
 
@@ -131,19 +137,28 @@ impl Control {
             .iter()
             .filter_map(|(name, port, _)| {
                 let svc = self.replayer.services.get(port)?;
-                let e = svc.diff.lock().unwrap_or_else(|p| p.into_inner());
-                let verdict = e.verdict();
-                let regressed = match &verdict {
-                    crate::diff::noise::Verdict::Regressed { regressions } => regressions.len(),
-                    _ => 0,
-                };
+                let d = svc.diff.lock().unwrap_or_else(|p| p.into_inner());
+                let mut targets = std::collections::BTreeMap::new();
+                let mut regressed = 0usize;
+                for (target, e) in &d.targets {
+                    let verdict = e.verdict();
+                    if let crate::diff::noise::Verdict::Regressed { regressions } = &verdict {
+                        regressed += regressions.len();
+                    }
+                    targets.insert(
+                        target.clone(),
+                        TargetDiff {
+                            verdict,
+                            routes: e.routes.clone(),
+                        },
+                    );
+                }
                 metrics::gauge!(names::DIFF_REGRESSIONS, "service" => name.clone())
                     .set(regressed as f64);
                 Some(DiffSummary {
                     service: name.clone(),
-                    verdict,
-                    routes: e.routes.clone(),
-                    marked_noise: e.marked.iter().cloned().collect(),
+                    targets,
+                    marked_noise: d.marked.iter().cloned().collect(),
                 })
             })
             .collect()
@@ -163,12 +178,11 @@ impl Control {
             );
         };
         let path = crate::diff::json::generic_path(&m.path);
-        let mut e = svc.diff.lock().unwrap_or_else(|p| p.into_inner());
-        if m.noise {
-            e.marked.insert((m.route.clone(), path.clone()));
-        } else {
-            e.marked.remove(&(m.route.clone(), path.clone()));
-        }
+        svc.diff.lock().unwrap_or_else(|p| p.into_inner()).mark(
+            m.route.clone(),
+            path.clone(),
+            m.noise,
+        );
         json(
             StatusCode::OK,
             &serde_json::json!({ "route": m.route, "path": path, "noise": m.noise }),

@@ -179,6 +179,18 @@ fn bench(seconds: u64, rounds: u32) -> Result<()> {
             ],
         )
     })?;
+    util::step("diff engine benchmark", || {
+        util::run(
+            "target/release/shadow-bench",
+            &[
+                "diff",
+                "--pairs",
+                "10000",
+                "--report",
+                "bench/reports/diff.md",
+            ],
+        )
+    })?;
     util::step("traffic shadowing benchmark", || {
         util::run(
             "target/release/shadow-bench",

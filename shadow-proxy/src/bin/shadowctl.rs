@@ -343,30 +343,33 @@ fn api_error(body: &[u8]) -> String {
 fn print_diff(all: &[shadow_proxy::control::DiffSummary]) {
     use shadow_proxy::diff::noise::Verdict;
     for s in all {
-        let verdict = match &s.verdict {
-            Verdict::Healthy { compared } => format!("healthy ({compared} compared)"),
-            Verdict::Regressed { regressions } => {
-                format!("REGRESSED ({} fields)", regressions.len())
-            }
-            Verdict::Inconclusive { reason } => format!("inconclusive: {reason}"),
-        };
-        println!("{}: {verdict}", s.service);
-        for (route, r) in &s.routes {
-            println!(
-                "  {route}: {} compared, {} noise probes",
-                r.compared, r.noise_compared
-            );
-        }
-        if let Verdict::Regressed { regressions } = &s.verdict {
-            for r in regressions {
+        println!("{}:", s.service);
+        for (target, t) in &s.targets {
+            let verdict = match &t.verdict {
+                Verdict::Healthy { compared } => format!("healthy ({compared} compared)"),
+                Verdict::Regressed { regressions } => {
+                    format!("REGRESSED ({} fields)", regressions.len())
+                }
+                Verdict::Inconclusive { reason } => format!("inconclusive: {reason}"),
+            };
+            println!("  {target}: {verdict}");
+            for (route, r) in &t.routes {
                 println!(
-                    "    {} {}: differs {:.2}% (noise {:.2}%), e.g. exchanges {:?}",
-                    r.route,
-                    r.path,
-                    r.diff_rate * 100.0,
-                    r.noise_rate * 100.0,
-                    r.examples
+                    "    {route}: {} compared, {} noise comparisons",
+                    r.compared, r.noise_compared
                 );
+            }
+            if let Verdict::Regressed { regressions } = &t.verdict {
+                for r in regressions {
+                    println!(
+                        "      {} {}: differs {:.2}% (noise {:.2}%), e.g. exchanges {:?}",
+                        r.route,
+                        r.path,
+                        r.diff_rate * 100.0,
+                        r.noise_rate * 100.0,
+                        r.examples
+                    );
+                }
             }
         }
     }

@@ -63,6 +63,51 @@ pub struct ReplayRecord {
     pub diffs: Vec<crate::diff::FieldDiff>,
 }
 
+/// Diff statistics of one service: an engine (and so a verdict) per shadow
+/// target, and the fields users marked as noise.
+pub struct DiffState {
+    thresholds: crate::diff::noise::Thresholds,
+    pub targets: std::collections::BTreeMap<String, crate::diff::noise::Engine>,
+    pub marked: std::collections::BTreeSet<(String, String)>,
+}
+
+impl DiffState {
+    pub fn new(thresholds: crate::diff::noise::Thresholds) -> Self {
+        Self {
+            thresholds,
+            targets: std::collections::BTreeMap::new(),
+            marked: std::collections::BTreeSet::new(),
+        }
+    }
+
+    pub fn engine(&mut self, target: &str) -> &mut crate::diff::noise::Engine {
+        let (thresholds, marked) = (self.thresholds, &self.marked);
+        self.targets.entry(target.to_owned()).or_insert_with(|| {
+            let mut e = crate::diff::noise::Engine::new(thresholds);
+            e.marked = marked.clone();
+            e
+        })
+    }
+
+    /// Noise seen on the live side applies to every target.
+    pub fn record_noise_all(&mut self, route: &str, diffs: &[crate::diff::FieldDiff]) {
+        for e in self.targets.values_mut() {
+            e.record_noise(route, diffs);
+        }
+    }
+
+    pub fn mark(&mut self, route: String, path: String, noise: bool) {
+        if noise {
+            self.marked.insert((route, path));
+        } else {
+            self.marked.remove(&(route, path));
+        }
+        for e in self.targets.values_mut() {
+            e.marked = self.marked.clone();
+        }
+    }
+}
+
 struct TokenBucket {
     rate: f64,
     tokens: f64,
@@ -96,8 +141,8 @@ impl TokenBucket {
 pub struct ServiceReplay {
     pub cfg: RwLock<ServiceConfig>,
     pub stats: Arc<ServiceStats>,
-    /// Per-route, per-field diff statistics and the verdict.
-    pub diff: Mutex<crate::diff::noise::Engine>,
+    /// Per-target, per-route, per-field diff statistics and verdicts.
+    pub diff: Mutex<DiffState>,
     next: AtomicUsize,
     in_flight: Arc<Semaphore>,
     limiter: Mutex<Option<TokenBucket>>,
@@ -106,7 +151,7 @@ pub struct ServiceReplay {
 impl ServiceReplay {
     pub fn new(cfg: ServiceConfig, stats: Arc<ServiceStats>) -> Self {
         Self {
-            diff: Mutex::new(crate::diff::noise::Engine::new(cfg.diff.thresholds)),
+            diff: Mutex::new(DiffState::new(cfg.diff.thresholds)),
             in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
             limiter: Mutex::new(cfg.rps_limit.map(TokenBucket::new)),
             cfg: RwLock::new(cfg),
@@ -136,7 +181,24 @@ pub struct Replayer {
     records: Mutex<VecDeque<ReplayRecord>>,
     /// An active `shadowctl record`.
     pub recorder: Mutex<Option<record::Recorder>>,
+    /// The last live answer to each recent GET, to learn noise from live
+    /// answers to repeated requests.
+    live_gets: Mutex<LiveGets>,
 }
+
+/// A live answer kept for comparison: status, headers, body.
+type LiveAnswer = (u16, Vec<(String, String)>, Bytes);
+
+/// Previous live answers, bounded (oldest forgotten first).
+#[derive(Default)]
+struct LiveGets {
+    map: HashMap<(u16, String), LiveAnswer>,
+    order: VecDeque<(u16, String)>,
+}
+
+/// GET targets remembered for noise learning, and the largest body kept.
+const LIVE_GETS: usize = 1024;
+const LIVE_GET_BODY: usize = 64 << 10;
 
 impl Replayer {
     pub fn new(services: HashMap<u16, Arc<ServiceReplay>>) -> Self {
@@ -152,6 +214,7 @@ impl Replayer {
             client,
             records: Mutex::new(VecDeque::with_capacity(RECORDS)),
             recorder: Mutex::new(None),
+            live_gets: Mutex::new(LiveGets::default()),
         }
     }
 
@@ -193,6 +256,7 @@ impl Replayer {
             r.offer(&item);
         }
         let cfg = svc.config();
+        self.learn_from_repeated_get(&item, &cfg, &svc);
         if let Err(skip) = rewrite::decide(&item.exchange.request, &cfg) {
             svc.stats.not_replayed(skip.reason());
             return;
@@ -221,6 +285,56 @@ impl Replayer {
         });
     }
 
+    /// Two live answers to the same GET that differ show noise, not a
+    /// regression: diff them against each other.
+    fn learn_from_repeated_get(
+        &self,
+        item: &CapturedExchange,
+        cfg: &ServiceConfig,
+        svc: &ServiceReplay,
+    ) {
+        let req = &item.exchange.request;
+        let Some(resp) = item.exchange.response.as_ref() else {
+            return;
+        };
+        if req.method != "GET" || resp.body.len() > LIVE_GET_BODY {
+            return;
+        }
+        let key = (item.service_port, req.target.clone());
+        let headers = redacted_headers(&resp.headers, cfg);
+        let mut seen = self.live_gets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((status, prev_headers, prev_body)) = seen.map.get(&key) {
+            let a = crate::diff::Side {
+                status: *status,
+                headers: prev_headers.clone(),
+                body: prev_body,
+                latency_ms: 0.0,
+            };
+            let b = crate::diff::Side {
+                status: resp.status,
+                headers: headers.clone(),
+                body: &resp.body,
+                latency_ms: 0.0,
+            };
+            let diffs = crate::diff::compare(&a, &b, &cfg.diff.options);
+            let route =
+                crate::diff::route::route(&req.method, &req.target, &cfg.diff.route_templates);
+            svc.diff
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record_noise_all(&route, &diffs);
+        } else {
+            seen.order.push_back(key.clone());
+            if seen.order.len() > LIVE_GETS
+                && let Some(old) = seen.order.pop_front()
+            {
+                seen.map.remove(&old);
+            }
+        }
+        seen.map
+            .insert(key, (resp.status, headers, resp.body.clone()));
+    }
+
     /// Sends the request to the shadow again and records what differs
     /// between the two shadow answers as noise (the third fleet Diffy needs,
     /// without a third fleet).
@@ -233,9 +347,14 @@ impl Replayer {
         first: &crate::diff::Side<'_>,
         route: &str,
     ) {
-        let Ok(req) = rewrite::build(&item.exchange.request, cfg, target) else {
+        let Ok(mut req) = rewrite::build(&item.exchange.request, cfg, target) else {
             return;
         };
+        // Lets the shadow's owners tell the second copy from the first.
+        req.headers_mut().insert(
+            "x-shadow-noise-probe",
+            hyper::header::HeaderValue::from_static("1"),
+        );
         let started = Instant::now();
         let fut = async {
             let resp = self.client.request(req.map(Full::new)).await.ok()?;
@@ -270,6 +389,7 @@ impl Replayer {
         svc.diff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .engine(&target.to_string())
             .record_noise(route, &diffs);
     }
 
@@ -364,6 +484,7 @@ impl Replayer {
                     svc.diff
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
+                        .engine(&rec.target)
                         .record(&rec.route, item.id, &rec.diffs);
                     crate::diff::publish(&cfg.name, &rec.route, &rec.diffs);
                     if noise_sample(item.id, cfg.diff.noise_fraction) {
