@@ -104,6 +104,7 @@ struct RawDiff {
     #[serde(default)]
     route_templates: Vec<String>,
     noise_fraction: Option<f64>,
+    baseline: Option<String>,
     min_samples: Option<u64>,
     relative_threshold: Option<f64>,
     absolute_threshold: Option<f64>,
@@ -114,9 +115,14 @@ struct RawDiff {
 pub struct DiffSettings {
     pub options: crate::diff::DiffOptions,
     pub route_templates: Vec<String>,
-    /// Share of replayed requests sent to the shadow a second time to learn
-    /// noise (shadow vs shadow).
+    /// Share of replayed requests sent a second time to learn noise: to the
+    /// same shadow (shadow vs shadow), or to `baseline` when set.
     pub noise_fraction: f64,
+    /// A target running the live version. When set, noise probes go there
+    /// and its answer is compared with live's: two copies of the old
+    /// version, Diffy's primary vs secondary, without a third fleet of the
+    /// new one.
+    pub baseline: Option<Uri>,
     pub thresholds: crate::diff::noise::Thresholds,
 }
 
@@ -458,10 +464,26 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("{noise_fraction} is outside 0-1"),
             ));
         }
+        let baseline = match d.baseline {
+            None => None,
+            Some(b) => {
+                let uri: Uri = b
+                    .parse()
+                    .map_err(|e| invalid(key("diff.baseline"), format!("{b:?}: {e}")))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(invalid(
+                        key("diff.baseline"),
+                        format!("{b:?} must be http://host:port"),
+                    ));
+                }
+                Some(uri)
+            }
+        };
         let diff = DiffSettings {
             options,
             route_templates: d.route_templates,
             noise_fraction,
+            baseline,
             thresholds,
         };
         let rules = RawRules {

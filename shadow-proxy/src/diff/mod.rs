@@ -114,7 +114,7 @@ impl Default for DiffOptions {
     }
 }
 
-/// Undoes `Content-Encoding`. Unknown codings (br is not decoded yet) and
+/// Undoes `Content-Encoding` (gzip, deflate, br). Unknown codings and
 /// corrupt payloads compare as raw bytes.
 pub fn decode_body(encoding: Option<&str>, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -133,6 +133,9 @@ pub fn decode_body(encoding: Option<&str>, body: &[u8]) -> Vec<u8> {
                         .is_ok()
                 }
         }
+        Some("br") => brotli_decompressor::Decompressor::new(body, 4096)
+            .read_to_end(&mut out)
+            .is_ok(),
         _ => false,
     };
     if ok { out } else { body.to_vec() }
@@ -253,12 +256,13 @@ fn diff_body(
 /// Routes per service that get their own metric labels; the rest are "other".
 pub const MAX_ROUTE_LABELS: usize = 64;
 
-/// Counts one comparison in the metrics recorder (bounded labels).
-pub fn publish(service: &str, route: &str, diffs: &[FieldDiff]) {
+/// The route label for metrics: the first `MAX_ROUTE_LABELS` routes of a
+/// service by name, "other" after that.
+fn route_label(service: &str, route: &str) -> String {
     use std::sync::{Mutex, OnceLock};
     static ROUTES: OnceLock<Mutex<std::collections::BTreeSet<(String, String)>>> = OnceLock::new();
     let known = ROUTES.get_or_init(Default::default);
-    let label = {
+    {
         let mut k = known.lock().unwrap_or_else(|p| p.into_inner());
         let key = (service.to_owned(), route.to_owned());
         let per_service = k.iter().filter(|(s, _)| s == service).count();
@@ -268,11 +272,30 @@ pub fn publish(service: &str, route: &str, diffs: &[FieldDiff]) {
         } else {
             "other".to_owned()
         }
-    };
-    let l = [("service", service.to_owned()), ("route", label)];
+    }
+}
+
+/// Counts one live-vs-shadow comparison (bounded labels).
+pub fn publish(service: &str, route: &str, diffs: &[FieldDiff]) {
+    let l = [
+        ("service", service.to_owned()),
+        ("route", route_label(service, route)),
+    ];
     metrics::counter!(crate::metrics::names::DIFF_COMPARED, &l).increment(1);
     if !diffs.is_empty() {
         metrics::counter!(crate::metrics::names::DIFF_DIFFERING, &l).increment(1);
+    }
+}
+
+/// Counts one noise comparison, and whether it differed.
+pub fn publish_noise(service: &str, route: &str, diffs: &[FieldDiff]) {
+    let l = [
+        ("service", service.to_owned()),
+        ("route", route_label(service, route)),
+    ];
+    metrics::counter!(crate::metrics::names::DIFF_NOISE_COMPARED, &l).increment(1);
+    if !diffs.is_empty() {
+        metrics::counter!(crate::metrics::names::DIFF_NOISE, &l).increment(1);
     }
 }
 
@@ -340,6 +363,73 @@ mod tests {
             &o,
         );
         assert_eq!(bin[0].path, "body");
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i32>().prop_map(serde_json::Value::from),
+                "[a-z]{0,8}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4)
+                        .prop_map(serde_json::Value::from),
+                    proptest::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn side_of(status: u16, body: &[u8], latency_ms: f64) -> Side<'_> {
+            Side {
+                status,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body,
+                latency_ms,
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn identical_responses_never_differ(v in json_value(), status in 100u16..600) {
+                let b = serde_json::to_vec(&v).unwrap();
+                let a = side_of(status, &b, 10.0);
+                prop_assert!(compare(&a, &a.clone(), &DiffOptions::default()).is_empty());
+            }
+
+            #[test]
+            fn injected_changes_are_always_reported(key in "[a-z]{1,6}", n in any::<i32>(), which in 0u8..5) {
+                let mut obj = serde_json::Map::new();
+                obj.insert(key.clone(), serde_json::Value::from(n));
+                obj.insert("keep".into(), serde_json::Value::from("x"));
+                let live = serde_json::Value::Object(obj.clone());
+                let mut shadow = obj;
+                let (mut status, mut latency) = (200u16, 10.0);
+                let want = match which {
+                    0 => { shadow.insert(key.clone(), serde_json::Value::from(i64::from(n) + 1)); format!("$.{key}") }
+                    1 => { shadow.remove(&key); format!("$.{key}") }
+                    2 => { shadow.insert(key.clone(), serde_json::Value::from(n.to_string())); format!("$.{key}") }
+                    3 => { status = 500; "status".to_owned() }
+                    _ => { latency = 500.0; "latency".to_owned() }
+                };
+                let (lb, sb) = (serde_json::to_vec(&live).unwrap(), serde_json::to_vec(&serde_json::Value::Object(shadow)).unwrap());
+                let d = compare(&side_of(200, &lb, 10.0), &side_of(status, &sb, latency), &DiffOptions::default());
+                prop_assert!(d.iter().any(|f| f.path == want), "{want} not in {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn brotli_is_decoded() {
+        // "hello" compressed with brotli (quality 11).
+        let br: &'static [u8] = &[0x0b, 0x02, 0x80, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x03];
+        assert_eq!(decode_body(Some("br"), br), b"hello");
     }
 
     #[test]

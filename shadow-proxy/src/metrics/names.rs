@@ -42,3 +42,5 @@ pub const MIRROR_PERCENT: &str = "shadow_mirror_percent";
 pub const DIFF_COMPARED: &str = "shadow_diff_compared_total";
 pub const DIFF_DIFFERING: &str = "shadow_diff_differing_total";
 pub const DIFF_REGRESSIONS: &str = "shadow_diff_regressed_fields";
+pub const DIFF_NOISE_COMPARED: &str = "shadow_diff_noise_compared_total";
+pub const DIFF_NOISE: &str = "shadow_diff_noise_differing_total";

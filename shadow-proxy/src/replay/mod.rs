@@ -338,16 +338,21 @@ impl Replayer {
     /// Sends the request to the shadow again and records what differs
     /// between the two shadow answers as noise (the third fleet Diffy needs,
     /// without a third fleet).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename them"
+    )]
     async fn learn_noise(
         &self,
         item: &CapturedExchange,
         cfg: &ServiceConfig,
+        probe: &hyper::Uri,
         target: &hyper::Uri,
         svc: &ServiceReplay,
         first: &crate::diff::Side<'_>,
         route: &str,
     ) {
-        let Ok(mut req) = rewrite::build(&item.exchange.request, cfg, target) else {
+        let Ok(mut req) = rewrite::build(&item.exchange.request, cfg, probe) else {
             return;
         };
         // Lets the shadow's owners tell the second copy from the first.
@@ -386,6 +391,7 @@ impl Replayer {
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
         };
         let diffs = crate::diff::compare(first, &second, &cfg.diff.options);
+        crate::diff::publish_noise(&cfg.name, route, &diffs);
         svc.diff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -488,7 +494,13 @@ impl Replayer {
                         .record(&rec.route, item.id, &rec.diffs);
                     crate::diff::publish(&cfg.name, &rec.route, &rec.diffs);
                     if noise_sample(item.id, cfg.diff.noise_fraction) {
-                        self.learn_noise(item, cfg, target, svc, &shadow_side, &rec.route)
+                        // With a baseline (live version) the reference is
+                        // live's answer; without one, the shadow's first.
+                        let (probe, reference) = match &cfg.diff.baseline {
+                            Some(b) => (b, &live_side),
+                            None => (target, &shadow_side),
+                        };
+                        self.learn_noise(item, cfg, probe, target, svc, reference, &rec.route)
                             .await;
                     }
                 }
