@@ -101,6 +101,8 @@ pub struct View {
 /// State the poller publishes and the admin server reads.
 pub struct Shared {
     view: RwLock<Arc<View>>,
+    /// The view before `view`: the two bound the last poll interval.
+    prev_view: RwLock<Arc<View>>,
     pub history: Mutex<History>,
     prometheus: PrometheusHandle,
     max_endpoint_series: usize,
@@ -109,6 +111,53 @@ pub struct Shared {
 impl Shared {
     pub fn view(&self) -> Arc<View> {
         self.view.read().expect("view lock").clone()
+    }
+
+    /// Kernel activity over the last poll interval: block-I/O latency per
+    /// device and the RTT to `target` (an `ip:port` shadow target).
+    pub fn kernel_context(&self, target: &hyper::Uri) -> Option<crate::diff::KernelContext> {
+        let (cur, prev) = (
+            self.view(),
+            self.prev_view.read().expect("view lock").clone(),
+        );
+        if cur.timestamp == 0 || prev.timestamp == 0 {
+            return None;
+        }
+        let block = cur
+            .kernel
+            .block
+            .iter()
+            .filter_map(|b| {
+                let before = prev.kernel.block(&b.device, &b.op);
+                let lat =
+                    before.map_or(b.latency_ns.clone(), |p| b.latency_ns.delta(&p.latency_ns));
+                (lat.count() > 0).then(|| crate::diff::BlockContext {
+                    device: b.device.clone(),
+                    op: b.op.clone(),
+                    requests: lat.count(),
+                    p50_ns: lat.quantile(0.5).unwrap_or(0),
+                    p99_ns: lat.quantile(0.99).unwrap_or(0),
+                })
+            })
+            .collect();
+        let addr: Option<std::net::SocketAddr> =
+            target.authority().and_then(|a| a.as_str().parse().ok());
+        let shadow_rtt = addr.and_then(|a| {
+            let e = cur.kernel.endpoint(a.ip(), a.port(), "outbound")?;
+            let before = prev.kernel.endpoint(a.ip(), a.port(), "outbound");
+            let rtt = before.map_or(e.srtt_ns.clone(), |p| e.srtt_ns.delta(&p.srtt_ns));
+            Some(crate::diff::RttContext {
+                endpoint: a.to_string(),
+                samples: rtt.count(),
+                p50_ns: rtt.quantile(0.5).unwrap_or(0),
+                p99_ns: rtt.quantile(0.99).unwrap_or(0),
+            })
+        });
+        Some(crate::diff::KernelContext {
+            window_ms: cur.timestamp.saturating_sub(prev.timestamp),
+            block,
+            shadow_rtt,
+        })
     }
 
     pub fn render_metrics(&self) -> String {
@@ -153,6 +202,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     })?;
     let shared = Arc::new(Shared {
         view: RwLock::new(Arc::new(View::default())),
+        prev_view: RwLock::new(Arc::new(View::default())),
         history: Mutex::new(History::new(
             cfg.server_id.clone(),
             cfg.history_len,
@@ -162,6 +212,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         max_endpoint_series: cfg.max_endpoint_series,
     });
 
+    if let Some(s) = &shadowing {
+        let shared = shared.clone();
+        let _ = s
+            .control
+            .replayer
+            .kernel_context
+            .set(Box::new(move |target| shared.kernel_context(target)));
+    }
     let poller = {
         let (shared, stop, cfg) = (shared.clone(), stop.clone(), cfg.clone());
         let control = shadowing.as_ref().map(|s| s.control.clone());
@@ -308,7 +366,11 @@ fn poll_loop(
                     kernel: kernel.clone(),
                     host: host_sample,
                 };
-                *shared.view.write().expect("view lock") = Arc::new(view);
+                let old = std::mem::replace(
+                    &mut *shared.view.write().expect("view lock"),
+                    Arc::new(view),
+                );
+                *shared.prev_view.write().expect("view lock") = old;
                 previous = Some((now, kernel));
             }
             Err(error) => {

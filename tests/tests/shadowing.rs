@@ -643,6 +643,10 @@ fn a_planted_regression_is_reported_and_nothing_else() {
         &["api-regress"],
         "[service.diff]\nnoise_fraction = 0.2\n",
     );
+    // Kernel context covers the agent's last full poll interval (200 ms
+    // here), so the replay connections must exist one poll before.
+    m.client("api", &["2"]);
+    std::thread::sleep(Duration::from_millis(600));
     let r = m.client("api", &["30"]);
     assert_eq!(r.len(), 60);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -680,6 +684,22 @@ fn a_planted_regression_is_reported_and_nothing_else() {
     let show = m.shadowctl(&["diff", "show", &example.to_string()]);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(text.contains("$.items[3].price"), "{text}");
+
+    // Differing exchanges carry the kernel's view of the shadow's host:
+    // block-I/O and the RTT to the shadow over the last poll interval.
+    let ex = m.shadowctl(&["exchanges", "--limit", "100"]);
+    let recs: Vec<Value> = serde_json::from_slice(&ex.stdout).expect("exchanges JSON");
+    let shadow = m.shadows[0].addr.to_string();
+    assert!(
+        recs.iter()
+            .any(|r| r["kernel"]["shadow_rtt"]["endpoint"] == shadow.as_str()
+                && r["kernel"]["window_ms"].as_u64().unwrap_or(0) > 0),
+        "no differing exchange carries kernel context for {shadow}: {}",
+        recs.iter()
+            .map(|r| r["kernel"].to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // Marking the field as noise flips the verdict.
     let mark = m.shadowctl(&["diff", "noise", "web", "GET /cart/{id}", "$.items[*].price"]);

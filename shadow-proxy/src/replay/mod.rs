@@ -61,7 +61,13 @@ pub struct ReplayRecord {
     pub live_headers: Vec<(String, String)>,
     /// Live vs shadow differences (noise included; the verdict filters it).
     pub diffs: Vec<crate::diff::FieldDiff>,
+    /// Kernel activity on this host around a differing exchange.
+    pub kernel: Option<crate::diff::KernelContext>,
 }
+
+/// Looks up kernel context for a shadow target (set by the agent).
+pub type KernelContextFn =
+    Box<dyn Fn(&hyper::Uri) -> Option<crate::diff::KernelContext> + Send + Sync>;
 
 /// Diff statistics of one service: an engine (and so a verdict) per shadow
 /// target, and the fields users marked as noise.
@@ -184,6 +190,8 @@ pub struct Replayer {
     /// The last live answer to each recent GET, to learn noise from live
     /// answers to repeated requests.
     live_gets: Mutex<LiveGets>,
+    /// Kernel context for differing exchanges, once the agent provides it.
+    pub kernel_context: std::sync::OnceLock<KernelContextFn>,
 }
 
 /// A live answer kept for comparison: status, headers, body.
@@ -215,6 +223,7 @@ impl Replayer {
             records: Mutex::new(VecDeque::with_capacity(RECORDS)),
             recorder: Mutex::new(None),
             live_gets: Mutex::new(LiveGets::default()),
+            kernel_context: std::sync::OnceLock::new(),
         }
     }
 
@@ -431,6 +440,7 @@ impl Replayer {
             ),
             live_headers: live.map_or_else(Vec::new, |r| redacted_headers(&r.headers, cfg)),
             diffs: Vec::new(),
+            kernel: None,
         };
         let req = match rewrite::build(&ex.request, cfg, target) {
             Ok(r) => r.map(Full::new),
@@ -493,6 +503,9 @@ impl Replayer {
                         .engine(&rec.target)
                         .record(&rec.route, item.id, &rec.diffs);
                     crate::diff::publish(&cfg.name, &rec.route, &rec.diffs);
+                    if !rec.diffs.is_empty() {
+                        rec.kernel = self.kernel_context.get().and_then(|f| f(target));
+                    }
                     if noise_sample(item.id, cfg.diff.noise_fraction) {
                         // With a baseline (live version) the reference is
                         // live's answer; without one, the shadow's first.
