@@ -58,6 +58,10 @@ pub fn diff(
     opts: &JsonOptions,
     out: &mut Vec<FieldDiff>,
 ) {
+    // Equal subtrees are the common case: skip them before building paths.
+    if live == shadow {
+        return;
+    }
     match (live, shadow) {
         (Value::Object(l), Value::Object(s)) => {
             for (k, lv) in l {
