@@ -93,7 +93,8 @@ impl Agent {
             &cfg,
             format!(
                 "[capture]\ninterface = \"lo\"\nqueue = 100000\n[[service]]\nname = \"web\"\nport = {}\n\
-                 percent = 100\ntargets = [\"http://127.0.0.1:{}\"]\ntimeout = \"5s\"\nmax_in_flight = 512\n",
+                 percent = 100\ntargets = [\"http://127.0.0.1:{}\"]\ntimeout = \"5s\"\nmax_in_flight = 512\n\
+                 [service.diff]\nnoise_fraction = 0.0\n",
                 p.live, p.shadow
             ),
         )?;
