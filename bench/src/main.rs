@@ -6,8 +6,10 @@
 //! Reports medians and attached/detached ratios, measured in the same run.
 
 mod diff;
+mod forecast;
 mod mirror;
 mod overhead;
+mod plot;
 
 use std::path::PathBuf;
 
@@ -45,6 +47,36 @@ enum Command {
         #[arg(long, default_value = "bench/reports/diff.md")]
         report: PathBuf,
     },
+    /// Forecast accuracy (rolling origin) vs statsforecast and Prophet, and
+    /// the residual anomaly detector under NAB's scorer.
+    Forecast {
+        /// Directory of `timestamp,value` CSV files, searched recursively.
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "bench/reports/forecast.md")]
+        report: PathBuf,
+        /// Test folds (one day each) per series.
+        #[arg(long, default_value_t = 3)]
+        folds: usize,
+        /// Only series whose path contains this.
+        #[arg(long)]
+        only: Option<String>,
+        /// Leave out statsforecast and Prophet (no venv).
+        #[arg(long)]
+        no_python: bool,
+        /// A NAB checkout, to score the anomaly detector with NAB's scorer.
+        #[arg(long)]
+        nab_repo: Option<PathBuf>,
+        /// Skip the NAB detector run.
+        #[arg(long)]
+        skip_nab: bool,
+        /// Most LSTM epochs (early stopping usually ends sooner).
+        #[arg(long, default_value_t = 40)]
+        epochs: usize,
+        /// Bin width in seconds for request-arrival traces.
+        #[arg(long, default_value_t = 5)]
+        arrival_bin: i64,
+    },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
     MirrorOverhead {
@@ -68,6 +100,27 @@ fn main() -> Result<()> {
             report,
         } => overhead::run(&agent, seconds, rounds, &report),
         Command::Diff { pairs, report } => diff::run(pairs, &report),
+        Command::Forecast {
+            data,
+            report,
+            folds,
+            only,
+            no_python,
+            nab_repo,
+            skip_nab,
+            epochs,
+            arrival_bin,
+        } => forecast::run(&forecast::Args {
+            data,
+            report,
+            folds,
+            only,
+            python: !no_python,
+            nab_repo,
+            epochs,
+            arrival_bin,
+            skip_nab,
+        }),
         Command::MirrorOverhead {
             agent,
             seconds,

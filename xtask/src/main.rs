@@ -43,6 +43,20 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Forecast evaluation (bench/): rolling-origin backtest on real series
+    /// next to statsforecast and Prophet, and the anomaly detector under
+    /// NAB's scorer. Writes bench/reports/forecast.md and its plots.
+    BenchForecast {
+        /// A directory of `timestamp,value` CSV files (searched recursively).
+        #[arg(long, default_value = "../shared/data")]
+        data: String,
+        /// A NAB checkout (github.com/numenta/NAB) for NAB's scorer.
+        #[arg(long)]
+        nab_repo: Option<String>,
+        /// Extra arguments for `shadow-bench forecast`.
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
     /// Benchmarks (bench/): telemetry overhead, shadowing overhead and completeness.
     Bench {
         /// Seconds per workload run.
@@ -69,6 +83,11 @@ fn main() -> Result<()> {
         Command::Demo { duration, admin } => demo::run(duration, &admin),
         Command::Bench { seconds, rounds } => bench(seconds, rounds),
         Command::Fuzz { seconds } => fuzz(seconds),
+        Command::BenchForecast {
+            data,
+            nab_repo,
+            rest,
+        } => bench_forecast(&data, nab_repo.as_deref(), &rest),
     }
 }
 
@@ -111,6 +130,12 @@ fn test() -> Result<()> {
             ],
         )
     })?;
+    // The GPU backend needs no system libraries to build (wgpu); this
+    // keeps the feature compiling. CUDA's build fetches LLVM from the
+    // internet, so it is not checked here (see shadow-forecast/Cargo.toml).
+    util::step("check the forecaster's GPU feature (wgpu)", || {
+        util::cargo(&["check", "-p", "shadow-forecast", "--features", "wgpu"])
+    })?;
     util::step("build binaries", || {
         util::cargo(&["build", "--workspace", "--bins"])
     })?;
@@ -149,6 +174,22 @@ fn fuzz(seconds: u64) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+fn bench_forecast(data: &str, nab_repo: Option<&str>, rest: &[String]) -> Result<()> {
+    setup::run(true)?;
+    util::step("build the benchmark (release)", || {
+        util::cargo(&["build", "--release", "-p", "shadow-bench"])
+    })?;
+    let mut args = vec!["forecast".to_owned(), "--data".to_owned(), data.to_owned()];
+    if let Some(r) = nab_repo {
+        args.extend(["--nab-repo".to_owned(), r.to_owned()]);
+    }
+    args.extend(rest.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    util::step("forecast evaluation", || {
+        util::run("target/release/shadow-bench", &args)
+    })
 }
 
 fn bench(seconds: u64, rounds: u32) -> Result<()> {

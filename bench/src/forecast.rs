@@ -1,0 +1,870 @@
+//! Forecast evaluation: a rolling-origin backtest of shadow's forecaster on
+//! a directory of real series, side by side with statsforecast and Prophet
+//! on the same splits, plus the residual anomaly detector under NAB's
+//! scorer. Writes a Markdown report and PNG plots.
+//!
+//! Protocol (Prophet's `cross_validation` style): horizon H = one day at
+//! the series' own step (at most an eighth of the series); the last
+//! `folds` windows of H are the test folds, each forecast from everything
+//! before it. Two more windows before the first test fold let shadow's
+//! selection backtest before its first forecast: at test fold k it chooses
+//! and calibrates from folds k-2 and k-1 only, which end where fold k
+//! starts, so nothing from the future leaks in.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use shadow_forecast::{
+    Candidate, ForecasterConfig, GridPolicy, Input, Model, Series,
+    anomaly::{DetectorConfig, StreamConfig, stream},
+    forecaster::{Fold, backtest, combine, select},
+    lstm::{LstmConfig, LstmModel},
+    metrics,
+    model::Forecast,
+    series::{format_timestamp, parse_timestamp},
+};
+
+use crate::plot;
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub data: PathBuf,
+    pub report: PathBuf,
+    pub folds: usize,
+    /// Only series whose path contains this.
+    pub only: Option<String>,
+    pub python: bool,
+    pub nab_repo: Option<PathBuf>,
+    pub epochs: usize,
+    /// Bin width (seconds) for request-arrival traces.
+    pub arrival_bin: i64,
+    pub skip_nab: bool,
+}
+
+/// Selection warm-up folds before the first test fold.
+const WARMUP: usize = 2;
+const PY_MODELS: [&str; 6] = [
+    "SeasonalNaive",
+    "AutoETS",
+    "AutoARIMA",
+    "AutoTheta",
+    "MSTL",
+    "Prophet",
+];
+
+struct Case {
+    rel: String,
+    series: Series,
+    horizon: usize,
+    season: usize,
+    origins: Vec<usize>,
+}
+
+/// Per model, the test folds (None where the model failed on a fold).
+type Results = BTreeMap<String, Vec<Option<Fold>>>;
+
+pub fn run(args: &Args) -> Result<()> {
+    let cases = load_cases(args)?;
+    if cases.is_empty() {
+        bail!("no series found under {}", args.data.display());
+    }
+    let plots = args.report.with_extension("");
+    std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
+    let mut all: Vec<(String, Results, BTreeMap<String, String>)> = Vec::new();
+    let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
+    // The Python baselines run on the other core while ours are evaluated.
+    let python = if args.python {
+        Some(start_python(&cases)?)
+    } else {
+        None
+    };
+    for (i, case) in cases.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {}: {} points at {} s, horizon {}, season {}",
+            i + 1,
+            cases.len(),
+            case.rel,
+            case.series.len(),
+            case.series.step,
+            case.horizon,
+            case.season
+        );
+        let (results, chosen) = evaluate(case, args, &mut seconds, &plots)?;
+        all.push((case.rel.clone(), results, chosen));
+    }
+    if let Some(py) = python {
+        finish_python(py, &cases, &mut all, &mut seconds)?;
+    }
+    let timing = lstm_timing(&cases, args)?;
+    let nab = if args.skip_nab {
+        None
+    } else {
+        Some(nab_detection(&cases, args)?)
+    };
+    let report = render(args, &cases, &all, &seconds, &timing, nab.as_ref());
+    std::fs::write(&args.report, report)
+        .with_context(|| format!("writing {}", args.report.display()))?;
+    eprintln!("report: {}", args.report.display());
+    Ok(())
+}
+
+fn load_cases(args: &Args) -> Result<Vec<Case>> {
+    let mut files = Vec::new();
+    walk(&args.data, &mut files)?;
+    files.sort();
+    let mut cases = Vec::new();
+    for path in files {
+        let rel = path
+            .strip_prefix(&args.data)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        if args.only.as_deref().is_some_and(|o| !rel.contains(o)) {
+            continue;
+        }
+        let head = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let series = if head.starts_with("TIMESTAMP,ContextTokens") {
+            arrivals(&path, &head, args.arrival_bin)?
+        } else {
+            Series::read_csv(&path, GridPolicy::default())?
+        };
+        let day = series.steps_per_day();
+        let horizon = day.min(series.len() / 8).max(1);
+        let season = if series.len() >= 3 * day { day } else { 1 };
+        let k = args.folds + WARMUP;
+        let origins = (0..k).map(|j| series.len() - (k - j) * horizon).collect();
+        cases.push(Case {
+            rel,
+            series,
+            horizon,
+            season,
+            origins,
+        });
+    }
+    Ok(cases)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "csv") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// A request-arrival trace binned into counts per `bin` seconds.
+fn arrivals(path: &Path, text: &str, bin: i64) -> Result<Series> {
+    let mut times = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let ts = line.split(',').next().unwrap_or_default();
+        times.push(
+            parse_timestamp(ts)
+                .with_context(|| format!("{}: line {}: bad time {ts:?}", path.display(), n + 1))?,
+        );
+    }
+    let (first, last) = (
+        times.iter().min().copied().unwrap_or(0),
+        times.iter().max().copied().unwrap_or(0),
+    );
+    let start = first - first.rem_euclid(bin);
+    let mut counts = vec![0.0; ((last - start) / bin + 1) as usize];
+    for t in times {
+        counts[((t - start) / bin) as usize] += 1.0;
+    }
+    let points: Vec<(i64, f64)> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (start + i as i64 * bin, c))
+        .collect();
+    let name = format!(
+        "{}_per_{bin}s",
+        path.file_stem().unwrap_or_default().to_string_lossy()
+    );
+    Ok(Series::from_points(
+        name,
+        &points,
+        GridPolicy {
+            step: Some(bin),
+            max_fill: 0,
+        },
+    )?)
+}
+
+fn config(case: &Case, args: &Args) -> ForecasterConfig {
+    ForecasterConfig {
+        horizon: case.horizon,
+        season: Some(case.season),
+        folds: WARMUP,
+        lstm: LstmConfig {
+            epochs: args.epochs,
+            ..LstmConfig::default()
+        },
+        ..ForecasterConfig::default()
+    }
+}
+
+/// Backtests our candidates at every origin, then shadow's choice at each
+/// test fold.
+fn evaluate(
+    case: &Case,
+    args: &Args,
+    seconds: &mut BTreeMap<String, f64>,
+    plots: &Path,
+) -> Result<(Results, BTreeMap<String, String>)> {
+    let cfg = config(case, args);
+    let input = Input::from_series(&case.series);
+    let mut per: Vec<(Candidate, Vec<Option<Fold>>)> = Vec::new();
+    for c in Candidate::ALL {
+        let mut model = c.build(&cfg, case.season);
+        let mut folds = Vec::new();
+        for (j, &o) in case.origins.iter().enumerate() {
+            let t = Instant::now();
+            let r = if o < model.model().min_history() {
+                Err(anyhow::anyhow!(
+                    "history of {o} points is below the model's minimum {}",
+                    model.model().min_history()
+                ))
+            } else {
+                backtest(model.model_mut(), &input, o, case.horizon, case.season)
+                    .map_err(Into::into)
+            };
+            let dt = t.elapsed().as_secs_f64();
+            *seconds.entry(c.name().to_owned()).or_default() += dt;
+            match r {
+                Ok(f) => {
+                    eprintln!(
+                        "  {:<15} fold {}/{}: MASE {:.3} ({dt:.1} s)",
+                        c.name(),
+                        j + 1,
+                        case.origins.len(),
+                        f.mase()
+                    );
+                    folds.push(Some(f));
+                }
+                Err(e) => {
+                    eprintln!(
+                        "  {:<15} fold {}/{}: failed: {e}",
+                        c.name(),
+                        j + 1,
+                        case.origins.len()
+                    );
+                    folds.push(None);
+                }
+            }
+        }
+        per.push((c, folds));
+    }
+    let mut results = Results::new();
+    let mut chosen = BTreeMap::new();
+    let mut auto = Vec::new();
+    for j in WARMUP..case.origins.len() {
+        // Only candidates that worked on both warm-up folds and this fold.
+        let usable: Vec<(Candidate, Vec<Fold>)> = per
+            .iter()
+            .filter_map(|(c, f)| {
+                let prior: Option<Vec<Fold>> = f[j - WARMUP..j].iter().cloned().collect();
+                f[j].as_ref().and(prior).map(|p| (*c, p))
+            })
+            .collect();
+        let Some(sel) = select(&usable, &cfg) else {
+            auto.push(None);
+            continue;
+        };
+        let members: Vec<&Forecast> = sel
+            .members
+            .iter()
+            .map(|m| {
+                &per.iter().find(|(c, _)| c == m).expect("member").1[j]
+                    .as_ref()
+                    .expect("usable")
+                    .forecast
+            })
+            .collect();
+        let base = per[0].1[j]
+            .clone()
+            .or_else(|| per.iter().find_map(|p| p.1[j].clone()))
+            .expect("some fold");
+        let fold = Fold {
+            forecast: combine(&members, sel.interval_scale),
+            ..base
+        };
+        chosen.insert(
+            format!("fold {}", j - WARMUP + 1),
+            format!("{} — {}", sel.label(), sel.reason),
+        );
+        if j + 1 == case.origins.len() {
+            let o = case.origins[j];
+            let from = o.saturating_sub(2 * case.horizon);
+            let name = plots.join(format!("{}.png", case.series.name));
+            let title = format!("{} — shadow: {}, last fold", case.series.name, sel.label());
+            plot::write_png(
+                &name,
+                &plot::ForecastPlot {
+                    title: &title,
+                    history: &case.series.values[from..o],
+                    actual: &fold.actual,
+                    p10: &fold.forecast.p10,
+                    p50: &fold.forecast.p50,
+                    p90: &fold.forecast.p90,
+                    step_seconds: case.series.step,
+                },
+            )
+            .map_err(anyhow::Error::msg)?;
+        }
+        auto.push(Some(fold));
+    }
+    for (c, f) in per {
+        results.insert(c.name().to_owned(), f[WARMUP..].to_vec());
+    }
+    results.insert("shadow".to_owned(), auto);
+    Ok((results, chosen))
+}
+
+struct PythonRun {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+fn start_python(cases: &[Case]) -> Result<PythonRun> {
+    let py = ensure_venv()?;
+    let series: Vec<Value> = cases
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.rel,
+                "timestamps": (0..c.series.len()).map(|i| c.series.time(i)).collect::<Vec<_>>(),
+                "values": c.series.values,
+                "step": c.series.step,
+                "season": c.season,
+                "horizon": c.horizon,
+                "origins": c.origins[WARMUP..],
+            })
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("shadow-forecast-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (splits, out) = (dir.join("splits.json"), dir.join("forecasts.json"));
+    std::fs::write(
+        &splits,
+        serde_json::to_vec(&json!({"quantiles": [0.1, 0.5, 0.9], "series": series}))?,
+    )?;
+    eprintln!(
+        "statsforecast and Prophet on the same splits, in the background ({})",
+        py.display()
+    );
+    let log = std::fs::File::create(dir.join("baselines.log"))?;
+    let child = Command::new(&py)
+        .args(["bench/python/baselines.py", "--splits"])
+        .arg(&splits)
+        .arg("--out")
+        .arg(&out)
+        .stderr(log)
+        .spawn()
+        .context("running bench/python/baselines.py")?;
+    Ok(PythonRun { child, out })
+}
+
+fn finish_python(
+    mut run: PythonRun,
+    cases: &[Case],
+    all: &mut [(String, Results, BTreeMap<String, String>)],
+    seconds: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    eprintln!(
+        "waiting for statsforecast and Prophet (progress: {})",
+        run.out.with_file_name("baselines.log").display()
+    );
+    let status = run.child.wait()?;
+    if !status.success() {
+        bail!(
+            "bench/python/baselines.py failed: {status} (see {})",
+            run.out.with_file_name("baselines.log").display()
+        );
+    }
+    let out = run.out;
+    let v: Value = serde_json::from_slice(&std::fs::read(&out)?)?;
+    for r in v["results"]
+        .as_array()
+        .context("forecasts.json: no results")?
+    {
+        let (name, model, origin) = (
+            r["series"].as_str().unwrap_or(""),
+            r["model"].as_str().unwrap_or(""),
+            r["origin"].as_u64().unwrap_or(0) as usize,
+        );
+        let Some(ci) = cases.iter().position(|c| c.rel == name) else {
+            continue;
+        };
+        let case = &cases[ci];
+        let Some(j) = case.origins[WARMUP..].iter().position(|&o| o == origin) else {
+            continue;
+        };
+        *seconds.entry(format!("py:{model}")).or_default() += r["seconds"].as_f64().unwrap_or(0.0);
+        let slot = all[ci]
+            .1
+            .entry(format!("py:{model}"))
+            .or_insert_with(|| vec![None; case.origins.len() - WARMUP]);
+        if !r["error"].is_null() {
+            eprintln!("  {name} {model} @{origin}: {}", r["error"]);
+            continue;
+        }
+        let q = |k: &str| -> Vec<f64> {
+            r[k].as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default()
+        };
+        let end = (origin + case.horizon).min(case.series.len());
+        slot[j] = Some(Fold {
+            forecast: Forecast {
+                start: case.series.time(origin),
+                step: case.series.step,
+                p10: q("p10"),
+                p50: q("p50"),
+                p90: q("p90"),
+            },
+            actual: case.series.values[origin..end].to_vec(),
+            scale: metrics::naive_scale(&case.series.values[..origin], case.season),
+        });
+    }
+    Ok(())
+}
+
+/// bench/.venv with statsforecast and Prophet, created on first use.
+fn ensure_venv() -> Result<PathBuf> {
+    let py = PathBuf::from("bench/.venv/bin/python");
+    let stamp = PathBuf::from("bench/.venv/.installed");
+    let req =
+        std::fs::read("bench/python/requirements.txt").context("bench/python/requirements.txt")?;
+    if std::fs::read(&stamp).ok().as_deref() == Some(&req[..]) {
+        return Ok(py);
+    }
+    eprintln!("creating bench/.venv (statsforecast, Prophet; a few minutes the first time)");
+    let ok = Command::new("python3")
+        .args(["-m", "venv", "bench/.venv"])
+        .status()?
+        .success()
+        && Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "-r",
+                "bench/python/requirements.txt",
+            ])
+            .status()?
+            .success();
+    if !ok {
+        bail!("could not create bench/.venv from bench/python/requirements.txt");
+    }
+    std::fs::write(&stamp, req)?;
+    Ok(py)
+}
+
+struct Timing {
+    series: String,
+    points: usize,
+    train_s: f64,
+    epochs: usize,
+    forecast_24_us: f64,
+}
+
+/// Training time on a whole 4,032-point series and one 24-step forecast.
+fn lstm_timing(cases: &[Case], args: &Args) -> Result<Option<Timing>> {
+    let Some(case) = cases
+        .iter()
+        .find(|c| c.rel.contains("elb_request_count"))
+        .or_else(|| cases.iter().max_by_key(|c| c.series.len()))
+    else {
+        return Ok(None);
+    };
+    let mut m = LstmModel::new(LstmConfig {
+        horizon: case.horizon,
+        season: case.season,
+        epochs: args.epochs,
+        ..LstmConfig::default()
+    });
+    let input = Input::from_series(&case.series);
+    eprintln!(
+        "timing: LSTM training on all {} points of {}",
+        case.series.len(),
+        case.rel
+    );
+    let t = Instant::now();
+    m.fit(&input)?;
+    let train_s = t.elapsed().as_secs_f64();
+    let mut samples = Vec::new();
+    for _ in 0..300 {
+        let t = Instant::now();
+        std::hint::black_box(m.forecast(&input, 24)?);
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(Some(Timing {
+        series: case.rel.clone(),
+        points: case.series.len(),
+        train_s,
+        epochs: m.training_summary().map_or(0, |s| s.0),
+        forecast_24_us: metrics_median(&mut samples),
+    }))
+}
+
+fn metrics_median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Nab {
+    files: usize,
+    flagged: usize,
+    scores: Option<Value>,
+    note: String,
+}
+
+/// Streams every NAB file through the detector and, given a NAB checkout,
+/// scores it with NAB's own scorer.
+fn nab_detection(cases: &[Case], args: &Args) -> Result<Nab> {
+    let out = PathBuf::from("target/forecast-bench/nab-results");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut files = 0;
+    let mut flagged = 0;
+    for case in cases.iter().filter(|c| c.rel.starts_with("nab/")) {
+        let rel = case.rel.trim_start_matches("nab/");
+        let s = &case.series;
+        if s.labels.len() != s.len() {
+            eprintln!("  {rel}: has gaps; NAB needs one row per input row, skipped");
+            continue;
+        }
+        let cfg = ForecasterConfig {
+            season: Some(case.season),
+            candidates: vec![Candidate::SeasonalNaive, Candidate::Ets, Candidate::Mstl],
+            folds: 1,
+            ..ForecasterConfig::default()
+        };
+        let sc = StreamConfig {
+            probation: (s.len() * 15).div_ceil(100),
+            retrain: case.horizon,
+            reforecast: 12.min(case.horizon),
+            feedback: true,
+            detector: DetectorConfig::default(),
+        };
+        let t = Instant::now();
+        let obs = stream(s, &cfg, sc, &mut |_, _| {})?;
+        flagged += obs.iter().filter(|o| o.anomalous).count();
+        eprintln!(
+            "  NAB detector {rel}: {} flagged of {} ({:.0} s)",
+            obs.iter().filter(|o| o.anomalous).count(),
+            obs.len(),
+            t.elapsed().as_secs_f64()
+        );
+        let mut csv = String::from("timestamp,value,anomaly_score\n");
+        for (i, o) in obs.iter().enumerate() {
+            let _ = writeln!(csv, "{},{},{:.6}", s.labels[i], s.values[i], o.score);
+        }
+        let path = out.join(rel);
+        std::fs::create_dir_all(path.parent().expect("nested"))?;
+        std::fs::write(&path, csv)?;
+        files += 1;
+    }
+    let Some(repo) = &args.nab_repo else {
+        return Ok(Nab {
+            files,
+            flagged,
+            scores: None,
+            note: format!(
+                "detector output in {}; pass --nab-repo <NAB checkout> to score it with NAB's scorer",
+                out.display()
+            ),
+        });
+    };
+    let py = ensure_venv()?;
+    let scores = std::env::temp_dir().join("shadow-nab-scores.json");
+    let status = Command::new(py)
+        .arg("bench/python/nab_score.py")
+        .arg("--nab-repo")
+        .arg(repo)
+        .arg("--detector-results")
+        .arg(&out)
+        .arg("--out")
+        .arg(&scores)
+        .status()?;
+    if !status.success() {
+        bail!("bench/python/nab_score.py failed: {status}");
+    }
+    Ok(Nab {
+        files,
+        flagged,
+        scores: Some(serde_json::from_slice(&std::fs::read(&scores)?)?),
+        note: String::new(),
+    })
+}
+
+#[derive(Default, Clone, Copy)]
+struct Row {
+    mae: f64,
+    rmse: f64,
+    smape: f64,
+    mase: f64,
+    coverage: f64,
+    folds: usize,
+}
+
+fn row(folds: &[Option<Fold>]) -> Option<Row> {
+    let ok: Vec<&Fold> = folds.iter().flatten().collect();
+    if ok.len() != folds.len() || ok.is_empty() {
+        return None;
+    }
+    let n = ok.len() as f64;
+    let mean = |f: &dyn Fn(&Fold) -> f64| ok.iter().map(|x| f(x)).sum::<f64>() / n;
+    Some(Row {
+        mae: mean(&|f| metrics::mae(&f.actual, &f.forecast.p50)),
+        rmse: mean(&|f| metrics::rmse(&f.actual, &f.forecast.p50)),
+        smape: mean(&|f| metrics::smape(&f.actual, &f.forecast.p50)),
+        mase: mean(&|f| f.mase()),
+        coverage: mean(&|f| metrics::coverage(&f.actual, &f.forecast.p10, &f.forecast.p90)),
+        folds: ok.len(),
+    })
+}
+
+fn render(
+    args: &Args,
+    cases: &[Case],
+    all: &[(String, Results, BTreeMap<String, String>)],
+    seconds: &BTreeMap<String, f64>,
+    timing: &Option<Timing>,
+    nab: Option<&Nab>,
+) -> String {
+    let mut models: Vec<String> = vec![
+        "shadow".into(),
+        "lstm".into(),
+        "mstl".into(),
+        "ets".into(),
+        "seasonal_naive".into(),
+    ];
+    models.extend(
+        PY_MODELS
+            .iter()
+            .map(|m| format!("py:{m}"))
+            .filter(|m| all.iter().any(|a| a.1.contains_key(m))),
+    );
+    let mut s = String::new();
+    let _ = writeln!(s, "# Forecast evaluation\n");
+    let _ = writeln!(
+        s,
+        "Command: `cargo xtask bench-forecast` (= `shadow-bench forecast --data {} --folds {} --epochs {}{}`). \
+         Rolling origin: {} test folds of one day (at most an eighth of the series) per series, each forecast from all history before it; \
+         shadow's selection sees only the {WARMUP} folds before each test fold. MASE is scaled by the in-sample seasonal naive MAE of each fold's training part. \
+         `py:` models are statsforecast {} and Prophet on the same splits. Generated {}.\n",
+        args.data.display(),
+        args.folds,
+        args.epochs,
+        args.nab_repo
+            .as_ref()
+            .map(|p| format!(" --nab-repo {}", p.display()))
+            .unwrap_or_default(),
+        args.folds,
+        "2.1.1",
+        format_timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        ),
+    );
+    // Summary.
+    let _ = writeln!(
+        s,
+        "## Summary (mean over series)\n\n| model | mean MASE | vs seasonal naive | median MASE | P10-P90 coverage | series | seconds (all folds) |\n|---|---|---|---|---|---|---|"
+    );
+    let mut means: BTreeMap<String, f64> = BTreeMap::new();
+    let complete: Vec<&(String, Results, BTreeMap<String, String>)> = all
+        .iter()
+        .filter(|a| {
+            models
+                .iter()
+                .all(|m| !a.1.contains_key(m) || a.1.get(m).and_then(|f| row(f)).is_some())
+        })
+        .collect();
+    let naive_mean = mean_of(&complete, "seasonal_naive", |r| r.mase);
+    for m in &models {
+        let rows: Vec<Row> = complete
+            .iter()
+            .filter_map(|a| a.1.get(m).and_then(|f| row(f)))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let mase = rows.iter().map(|r| r.mase).sum::<f64>() / rows.len() as f64;
+        let mut v: Vec<f64> = rows.iter().map(|r| r.mase).collect();
+        let med = metrics_median(&mut v);
+        let cov = rows.iter().map(|r| r.coverage).sum::<f64>() / rows.len() as f64;
+        means.insert(m.clone(), mase);
+        let _ = writeln!(
+            s,
+            "| {m} | {mase:.3} | {:.3} | {med:.3} | {:.1}% | {} | {:.0} |",
+            mase / naive_mean,
+            cov * 100.0,
+            rows.len(),
+            seconds.get(m).copied().unwrap_or(0.0)
+        );
+    }
+    let best_baseline = means
+        .iter()
+        .filter(|(m, _)| *m != "shadow" && *m != "lstm")
+        .min_by(|a, b| a.1.total_cmp(b.1));
+    let lstm_wins = complete
+        .iter()
+        .filter(|a| matches!((a.1.get("lstm").and_then(|f| row(f)), a.1.get("seasonal_naive").and_then(|f| row(f))), (Some(l), Some(n)) if l.mase < n.mase))
+        .count();
+    let _ = writeln!(
+        s,
+        "\nSeries with every model scored: {} of {}.\n\n## Goals\n",
+        complete.len(),
+        cases.len()
+    );
+    if let (Some((bm, bv)), Some(ours)) = (best_baseline, means.get("shadow")) {
+        let gain = 100.0 * (1.0 - ours / bv);
+        let _ = writeln!(
+            s,
+            "- Mean MASE {ours:.3} vs best single baseline {bm} {bv:.3}: {gain:.1}% better (goal: at least 10%) — {}.",
+            if gain >= 10.0 { "met" } else { "not met" }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- LSTM alone better than seasonal naive on {lstm_wins} of {} series (goal: most) — {}.",
+        complete.len(),
+        if 2 * lstm_wins > complete.len() {
+            "met"
+        } else {
+            "not met"
+        }
+    );
+    if let Some(cov) = complete
+        .iter()
+        .filter_map(|a| a.1.get("shadow").and_then(|f| row(f)))
+        .map(|r| r.coverage)
+        .reduce(|a, b| a + b)
+    {
+        let cov = 100.0 * cov / complete.len().max(1) as f64;
+        let _ = writeln!(
+            s,
+            "- shadow's P10-P90 coverage {cov:.1}% (goal: 75-85%) — {}.",
+            if (75.0..=85.0).contains(&cov) {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+    }
+    if let Some(t) = timing {
+        let _ = writeln!(
+            s,
+            "- One 24-step LSTM forecast: {:.0} µs median of 300 (goal: under 1 ms) — {}.",
+            t.forecast_24_us,
+            if t.forecast_24_us < 1000.0 {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "- LSTM training on all {} points of {}: {:.1} s, {} epochs (goal: under 60 s) — {}.",
+            t.points,
+            t.series,
+            t.train_s,
+            t.epochs,
+            if t.train_s < 60.0 { "met" } else { "not met" }
+        );
+    }
+    // Per series.
+    let _ = writeln!(s, "\n## Per series (mean over test folds)\n");
+    for (rel, results, chosen) in all {
+        let case = cases.iter().find(|c| &c.rel == rel).expect("case");
+        let _ = writeln!(
+            s,
+            "### {rel}\n\n{} points, step {} s, horizon {}, season {}. ![plot]({}/{}.png)\n",
+            case.series.len(),
+            case.series.step,
+            case.horizon,
+            case.season,
+            args.report
+                .with_extension("")
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy(),
+            case.series.name
+        );
+        let _ = writeln!(
+            s,
+            "| model | MAE | RMSE | sMAPE % | MASE | coverage |\n|---|---|---|---|---|---|"
+        );
+        for m in &models {
+            match results.get(m).map(|f| row(f)) {
+                Some(Some(r)) => {
+                    let _ = writeln!(
+                        s,
+                        "| {m} | {:.4} | {:.4} | {:.2} | {:.3} | {:.1}% |",
+                        r.mae,
+                        r.rmse,
+                        r.smape,
+                        r.mase,
+                        r.coverage * 100.0
+                    );
+                }
+                Some(None) => {
+                    let _ = writeln!(s, "| {m} | failed on a fold | | | | |");
+                }
+                None => {}
+            }
+        }
+        for (fold, why) in chosen {
+            let _ = writeln!(s, "\n- shadow {fold}: {why}");
+        }
+        let _ = writeln!(s);
+    }
+    if let Some(n) = nab {
+        let _ = writeln!(
+            s,
+            "## Residual anomaly detector under NAB's scorer\n\n{} NAB files streamed (probation 15 %, retrained daily on seasonal naive/ETS/MSTL with flagged stretches weighted out, re-forecast hourly); {} points flagged.\n",
+            n.files, n.flagged
+        );
+        match &n.scores {
+            Some(v) => {
+                let _ = writeln!(
+                    s,
+                    "```\n{}\n```",
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                );
+            }
+            None => {
+                let _ = writeln!(s, "{}", n.note);
+            }
+        }
+    }
+    s
+}
+
+fn mean_of(
+    all: &[&(String, Results, BTreeMap<String, String>)],
+    model: &str,
+    f: fn(&Row) -> f64,
+) -> f64 {
+    let v: Vec<f64> = all
+        .iter()
+        .filter_map(|a| a.1.get(model).and_then(|x| row(x)))
+        .map(|r| f(&r))
+        .collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}

@@ -1,0 +1,26 @@
+//! shadow's forecaster: predicts each metric's demand with its P10-P90
+//! interval, so capacity can arrive before the demand does.
+//!
+//! Data enters as a [`Series`] (a `timestamp,value` CSV file, or the agent's
+//! history) and leaves as a [`Forecast`]. [`forecaster::train`] backtests
+//! the candidates ([`baseline`]'s seasonal naive, ETS and MSTL, and
+//! [`lstm`]'s burn LSTM), chooses per metric and calibrates the interval;
+//! [`anomaly`] flags where the actuals leave it and feeds that back into
+//! training. Nothing here depends on the agent, so it runs offline too.
+
+pub mod anomaly;
+pub mod baseline;
+pub mod error;
+pub mod forecaster;
+pub mod lstm;
+pub mod metrics;
+pub mod model;
+pub mod prediction;
+pub mod series;
+pub mod window;
+
+pub use error::ForecastError;
+pub use forecaster::{Candidate, Forecaster, ForecasterConfig, Selection};
+pub use model::{Forecast, Input, Model};
+pub use prediction::PredictionData;
+pub use series::{GridPolicy, Series};
