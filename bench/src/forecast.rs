@@ -841,19 +841,55 @@ fn render(
             n.files, n.flagged
         );
         match &n.scores {
-            Some(v) => {
-                let _ = writeln!(
-                    s,
-                    "```\n{}\n```",
-                    serde_json::to_string_pretty(v).unwrap_or_default()
-                );
-            }
+            Some(v) => nab_table(&mut s, v),
             None => {
                 let _ = writeln!(s, "{}", n.note);
             }
         }
     }
     s
+}
+
+/// Our detector ranked among NAB's published detectors, all rescored by
+/// NAB's own scorer on the same files.
+fn nab_table(s: &mut String, v: &Value) {
+    let profiles = ["standard", "reward_low_FP_rate", "reward_low_FN_rate"];
+    let _ = writeln!(
+        s,
+        "Scored by NAB's own optimiser, scorer and normaliser on the {} files here ({} anomaly windows); \
+         the published detectors' result files were rescored the same way on the same files. \
+         The last column is each detector's published whole-corpus (58 files) standard score.\n",
+        v["subset"].as_array().map_or(0, Vec::len),
+        v["anomaly_windows"]
+    );
+    let _ = writeln!(
+        s,
+        "| rank | detector | standard | low FP | low FN | whole corpus (published) |\n|---|---|---|---|---|---|"
+    );
+    let mut rows: Vec<(String, &Value)> = vec![("**shadow (ours)**".into(), &v["ours"])];
+    if let Some(o) = v["published_on_subset"].as_object() {
+        rows.extend(o.iter().map(|(k, x)| (k.clone(), x)));
+    }
+    rows.sort_by(|a, b| {
+        b.1["standard"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&a.1["standard"].as_f64().unwrap_or(0.0))
+    });
+    for (i, (name, x)) in rows.iter().enumerate() {
+        let f = |p: &str| x[p].as_f64().map_or("-".into(), |v| format!("{v:.2}"));
+        let whole = v["published_whole_corpus"][name.as_str()]["standard"]
+            .as_f64()
+            .map_or("-".into(), |v| format!("{v:.2}"));
+        let _ = writeln!(
+            s,
+            "| {} | {name} | {} | {} | {} | {whole} |",
+            i + 1,
+            f(profiles[0]),
+            f(profiles[1]),
+            f(profiles[2])
+        );
+    }
 }
 
 fn mean_of(

@@ -71,7 +71,7 @@ enum Command {
         #[arg(long)]
         skip_nab: bool,
         /// Most LSTM epochs (early stopping usually ends sooner).
-        #[arg(long, default_value_t = 40)]
+        #[arg(long, default_value_t = 30)]
         epochs: usize,
         /// Bin width in seconds for request-arrival traces.
         #[arg(long, default_value_t = 5)]

@@ -58,11 +58,11 @@ impl Default for LstmConfig {
             hidden: 32,
             horizon: 288,
             season: 288,
-            epochs: 40,
+            epochs: 30,
             batch: 64,
             learning_rate: 3e-3,
-            patience: 6,
-            samples_per_epoch: 2048,
+            patience: 5,
+            samples_per_epoch: 1024,
             seed: 42,
         }
     }
