@@ -34,6 +34,9 @@ pub struct GridPolicy {
     pub step: Option<i64>,
     /// The longest run of missing steps that is interpolated.
     pub max_fill: usize,
+    /// Repeated timestamps are averaged into one point instead of refused
+    /// (exports sometimes write a sample twice).
+    pub merge_duplicates: bool,
 }
 
 impl Default for GridPolicy {
@@ -41,6 +44,7 @@ impl Default for GridPolicy {
         Self {
             step: None,
             max_fill: 12,
+            merge_duplicates: false,
         }
     }
 }
@@ -53,6 +57,13 @@ impl Series {
         policy: GridPolicy,
     ) -> Result<Self, ForecastError> {
         let name = name.into();
+        let merged;
+        let points = if policy.merge_duplicates {
+            merged = merge_duplicates(points);
+            &merged[..]
+        } else {
+            points
+        };
         if points.len() < 2 {
             return Err(ForecastError::TooShort {
                 series: name,
@@ -185,6 +196,21 @@ impl Series {
     pub fn steps_per_day(&self) -> usize {
         (86_400 / self.step.max(1)).max(1) as usize
     }
+}
+
+/// Averages runs of equal timestamps into one point.
+fn merge_duplicates(points: &[(i64, f64)]) -> Vec<(i64, f64)> {
+    let mut out: Vec<(i64, f64, usize)> = Vec::with_capacity(points.len());
+    for &(t, v) in points {
+        match out.last_mut() {
+            Some((lt, sum, n)) if *lt == t => {
+                *sum += v;
+                *n += 1;
+            }
+            _ => out.push((t, v, 1)),
+        }
+    }
+    out.into_iter().map(|(t, s, n)| (t, s / n as f64)).collect()
 }
 
 /// The most common difference between consecutive timestamps.
@@ -343,6 +369,13 @@ mod tests {
         );
         let dup = Series::from_points("s", &pts(&[0, 60, 60]), p).unwrap_err();
         assert!(matches!(dup, ForecastError::NonMonotonic { .. }), "{dup}");
+        let merge = GridPolicy {
+            merge_duplicates: true,
+            ..p
+        };
+        let s =
+            Series::from_points("s", &[(0, 1.0), (60, 2.0), (60, 4.0), (120, 5.0)], merge).unwrap();
+        assert_eq!(s.values, vec![1.0, 3.0, 5.0]);
         let nan = Series::from_points("s", &[(0, 1.0), (60, f64::NAN)], p).unwrap_err();
         assert!(
             matches!(nan, ForecastError::NotFinite { index: 1, .. }),
