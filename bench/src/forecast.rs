@@ -214,6 +214,7 @@ fn arrivals(path: &Path, text: &str, bin: i64) -> Result<Series> {
         GridPolicy {
             step: Some(bin),
             max_fill: 0,
+            merge_duplicates: false,
         },
     )?)
 }
