@@ -134,10 +134,10 @@ fn load_cases(args: &Args) -> Result<Vec<Case>> {
         let series = if head.starts_with("TIMESTAMP,ContextTokens") {
             arrivals(&path, &head, args.arrival_bin)?
         } else {
-            // Real exports repeat a timestamp now and then (NAB's
-            // ec2_disk_write_bytes_1ef3de does): average those, say so.
+            // Real exports repeat a timestamp now and then, or are a
+            // minute off the grid (NAB has both): snap and average, say so.
             let policy = GridPolicy {
-                merge_duplicates: true,
+                snap_to_grid: true,
                 ..GridPolicy::default()
             };
             let s = Series::read_csv(&path, policy)?;
@@ -214,7 +214,7 @@ fn arrivals(path: &Path, text: &str, bin: i64) -> Result<Series> {
         GridPolicy {
             step: Some(bin),
             max_fill: 0,
-            merge_duplicates: false,
+            snap_to_grid: false,
         },
     )?)
 }
@@ -589,7 +589,7 @@ fn nab_detection(cases: &[Case], args: &Args) -> Result<Nab> {
             let (ts, value) = line.split_once(',').unwrap_or((line, ""));
             let t =
                 parse_timestamp(ts).with_context(|| format!("{}: bad time {ts:?}", case.rel))?;
-            let i = ((t - s.start) / s.step) as usize;
+            let i = ((t - s.start) as f64 / s.step as f64).round().max(0.0) as usize;
             let _ = writeln!(
                 csv,
                 "{ts},{value},{:.6}",

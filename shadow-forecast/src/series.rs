@@ -36,7 +36,7 @@ pub struct GridPolicy {
     pub max_fill: usize,
     /// Repeated timestamps are averaged into one point instead of refused
     /// (exports sometimes write a sample twice).
-    pub merge_duplicates: bool,
+    pub snap_to_grid: bool,
 }
 
 impl Default for GridPolicy {
@@ -44,7 +44,7 @@ impl Default for GridPolicy {
         Self {
             step: None,
             max_fill: 12,
-            merge_duplicates: false,
+            snap_to_grid: false,
         }
     }
 }
@@ -58,8 +58,19 @@ impl Series {
     ) -> Result<Self, ForecastError> {
         let name = name.into();
         let merged;
-        let points = if policy.merge_duplicates {
-            merged = merge_duplicates(points);
+        let points = if policy.snap_to_grid && points.len() >= 2 {
+            let step = policy.step.unwrap_or_else(|| modal_step(points)).max(1);
+            let t0 = points[0].0;
+            let snapped: Vec<(i64, f64)> = points
+                .iter()
+                .map(|&(t, v)| {
+                    (
+                        t0 + ((t - t0) as f64 / step as f64).round() as i64 * step,
+                        v,
+                    )
+                })
+                .collect();
+            merged = merge_duplicates(&snapped);
             &merged[..]
         } else {
             points
@@ -370,7 +381,7 @@ mod tests {
         let dup = Series::from_points("s", &pts(&[0, 60, 60]), p).unwrap_err();
         assert!(matches!(dup, ForecastError::NonMonotonic { .. }), "{dup}");
         let merge = GridPolicy {
-            merge_duplicates: true,
+            snap_to_grid: true,
             ..p
         };
         let s =
