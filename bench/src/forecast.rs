@@ -140,7 +140,13 @@ fn load_cases(args: &Args) -> Result<Vec<Case>> {
                 snap_to_grid: true,
                 ..GridPolicy::default()
             };
-            let s = Series::read_csv(&path, policy)?;
+            let s = match Series::read_csv(&path, policy) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("  {rel}: skipped: {e}");
+                    continue;
+                }
+            };
             let rows = head.lines().count().saturating_sub(1);
             let filled = s.imputed.iter().filter(|&&i| i).count();
             if s.len() != rows {

@@ -60,8 +60,10 @@ impl Series {
         let merged;
         let points = if policy.snap_to_grid && points.len() >= 2 {
             let step = policy.step.unwrap_or_else(|| modal_step(points)).max(1);
-            let t0 = points[0].0;
-            let snapped: Vec<(i64, f64)> = points
+            let mut sorted = points.to_vec();
+            sorted.sort_by_key(|p| p.0);
+            let t0 = sorted[0].0;
+            let snapped: Vec<(i64, f64)> = sorted
                 .iter()
                 .map(|&(t, v)| {
                     (
