@@ -574,7 +574,7 @@ fn nab_detection(cases: &[Case], args: &Args) -> Result<Nab> {
         let sc = StreamConfig {
             probation: (s.len() * 15).div_ceil(100),
             retrain: case.horizon,
-            reforecast: 12.min(case.horizon),
+            reforecast: 72.min(case.horizon),
             feedback: true,
             detector: DetectorConfig::default(),
         };
@@ -865,7 +865,7 @@ fn render(
     if let Some(n) = nab {
         let _ = writeln!(
             s,
-            "## Residual anomaly detector under NAB's scorer\n\n{} NAB files streamed (probation 15 %, retrained daily on seasonal naive/ETS/MSTL with flagged stretches weighted out, re-forecast hourly); {} points flagged.\n",
+            "## Residual anomaly detector under NAB's scorer\n\n{} NAB files streamed (probation 15 %, retrained daily on seasonal naive/ETS/MSTL with flagged stretches weighted out, re-forecast every 6 h); {} points flagged.\n",
             n.files, n.flagged
         );
         match &n.scores {
