@@ -46,6 +46,8 @@ pub struct Args {
     /// Bin width (seconds) for request-arrival traces.
     pub arrival_bin: i64,
     pub skip_nab: bool,
+    /// statsforecast/Prophet models to run (all when empty).
+    pub py_models: Vec<String>,
 }
 
 /// Selection warm-up folds before the first test fold.
@@ -81,7 +83,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     // The Python baselines run on the other core while ours are evaluated.
     let python = if args.python {
-        Some(start_python(&cases)?)
+        Some(start_python(&cases, &args.py_models)?)
     } else {
         None
     };
@@ -360,7 +362,7 @@ struct PythonRun {
     out: PathBuf,
 }
 
-fn start_python(cases: &[Case]) -> Result<PythonRun> {
+fn start_python(cases: &[Case], models: &[String]) -> Result<PythonRun> {
     let py = ensure_venv()?;
     let series: Vec<Value> = cases
         .iter()
@@ -388,11 +390,15 @@ fn start_python(cases: &[Case]) -> Result<PythonRun> {
         py.display()
     );
     let log = std::fs::File::create(dir.join("baselines.log"))?;
-    let child = Command::new(&py)
-        .args(["bench/python/baselines.py", "--splits"])
+    let mut cmd = Command::new(&py);
+    cmd.args(["bench/python/baselines.py", "--splits"])
         .arg(&splits)
         .arg("--out")
-        .arg(&out)
+        .arg(&out);
+    if !models.is_empty() {
+        cmd.arg("--models").arg(models.join(","));
+    }
+    let child = cmd
         .stderr(log)
         .spawn()
         .context("running bench/python/baselines.py")?;
@@ -693,7 +699,7 @@ fn render(
         "Command: `cargo xtask bench-forecast` (= `shadow-bench forecast --data {} --folds {} --epochs {}{}`). \
          Rolling origin: {} test folds of one day (at most an eighth of the series) per series, each forecast from all history before it; \
          shadow's selection sees only the {WARMUP} folds before each test fold. MASE is scaled by the in-sample seasonal naive MAE of each fold's training part. \
-         `py:` models are statsforecast {} and Prophet on the same splits. Generated {}.\n",
+         `py:` models are statsforecast 2.1.1 and Prophet 1.5.0 on the same splits. Generated {}.\n",
         args.data.display(),
         args.folds,
         args.epochs,
@@ -702,7 +708,6 @@ fn render(
             .map(|p| format!(" --nab-repo {}", p.display()))
             .unwrap_or_default(),
         args.folds,
-        "2.1.1",
         format_timestamp(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

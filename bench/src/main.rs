@@ -76,6 +76,9 @@ enum Command {
         /// Bin width in seconds for request-arrival traces.
         #[arg(long, default_value_t = 5)]
         arrival_bin: i64,
+        /// statsforecast/Prophet models, comma-separated (default: all six).
+        #[arg(long, value_delimiter = ',')]
+        py_models: Vec<String>,
     },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
@@ -110,6 +113,7 @@ fn main() -> Result<()> {
             skip_nab,
             epochs,
             arrival_bin,
+            py_models,
         } => forecast::run(&forecast::Args {
             data,
             report,
@@ -120,6 +124,7 @@ fn main() -> Result<()> {
             epochs,
             arrival_bin,
             skip_nab,
+            py_models,
         }),
         Command::MirrorOverhead {
             agent,

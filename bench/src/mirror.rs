@@ -102,7 +102,7 @@ impl Agent {
         let _ = std::fs::remove_file(&ready);
         let control = dir.join("control.sock");
         let child = Command::new(bin)
-            .args(["--admin", "127.0.0.1:0", "--config"])
+            .args(["--no-forecast", "--admin", "127.0.0.1:0", "--config"])
             .arg(&cfg)
             .arg("--control-socket")
             .arg(&control)

@@ -138,7 +138,13 @@ impl AgentProc {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let child = Command::new(bin)
-            .args(["--admin", "127.0.0.1:0", "--interval", "1s"])
+            .args([
+                "--no-forecast",
+                "--admin",
+                "127.0.0.1:0",
+                "--interval",
+                "1s",
+            ])
             .args(extra)
             .arg("--pid-file")
             .arg(dir.join("agent.pid"))

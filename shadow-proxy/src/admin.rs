@@ -5,6 +5,7 @@
 //! | `/metrics` | Prometheus text: kernel histograms plus the agent's metrics |
 //! | `/api/v1/snapshot` | JSON: latest kernel snapshot and host sample |
 //! | `/api/v1/history` | JSON: metric names; `?metric=NAME` for its samples |
+//! | `/api/v1/forecast...` | JSON: the control API's read-only forecast routes ([`crate::forecast::api`]) |
 //! | `/healthz` | `ok` |
 
 use std::{convert::Infallible, sync::Arc};
@@ -52,7 +53,18 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/api")
+        && let Some((status, body)) = crate::forecast::api::route(
+            shared.forecast.as_deref(),
+            req.method(),
+            rest,
+            req.uri().query().unwrap_or_default(),
+        )
+    {
+        return respond(status, "application/json", body);
+    }
+    match path {
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -80,7 +92,7 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

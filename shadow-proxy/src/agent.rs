@@ -5,7 +5,8 @@
 //! procfs, updates the `metrics` recorder and appends to the [`History`].
 //! The admin server only reads what the poller published, so a scrape never
 //! touches the kernel. SIGINT/SIGTERM stop the poller, which drops the
-//! programs (detaching them), and remove the pid file.
+//! programs (detaching them), and remove the pid file. The forecasting
+//! service ([`crate::forecast`]) reads the history on threads of its own.
 
 use std::{
     net::SocketAddr,
@@ -27,6 +28,7 @@ use crate::{
     },
     config::Config,
     control::{self, Control},
+    forecast::{self, ForecastSettings},
     history::History,
     host::HostSampler,
     lifecycle::{LifecycleError, PidFile},
@@ -53,6 +55,8 @@ pub struct AgentConfig {
     pub control_socket: PathBuf,
     /// Attach the per-syscall TCP byte counters.
     pub tcp_bytes: bool,
+    /// Forecasting; `None` is `--no-forecast`.
+    pub forecast: Option<ForecastSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +108,8 @@ pub struct Shared {
     /// The view before `view`: the two bound the last poll interval.
     prev_view: RwLock<Arc<View>>,
     pub history: Mutex<History>,
+    /// The forecasting service, unless `--no-forecast`.
+    pub forecast: Option<Arc<forecast::Service>>,
     prometheus: PrometheusHandle,
     max_endpoint_series: usize,
 }
@@ -179,15 +185,17 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut telemetry = KernelTelemetry::load_with(cfg.tcp_bytes)?;
     tracing::info!("Kernel telemetry attached");
     let stop = Arc::new(AtomicBool::new(false));
+    let forecast = cfg
+        .forecast
+        .clone()
+        .map(|f| Arc::new(forecast::Service::new(f, cfg.server_id.clone())));
     let shadowing = match &cfg.shadow {
-        Some(c) if !c.services.is_empty() => Some(start_shadowing(
-            &mut telemetry,
-            c,
-            &cfg.control_socket,
-            stop.clone(),
-        )?),
+        Some(c) if !c.services.is_empty() => {
+            Some(start_shadowing(&mut telemetry, c, stop.clone())?)
+        }
         _ => None,
     };
+    let control_bound = serve_control(&cfg.control_socket, &shadowing, &forecast)?;
     let prometheus = m::install_recorder(cfg.interval * 30 + Duration::from_secs(30))
         .map_err(AgentError::Recorder)?;
     let listener = tokio::net::TcpListener::bind(cfg.admin)
@@ -208,9 +216,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             cfg.history_len,
             cfg.history_max_metrics,
         )),
+        forecast,
         prometheus,
         max_endpoint_series: cfg.max_endpoint_series,
     });
+    let forecast_threads = start_forecast(&shared, &stop, cfg.interval)?;
 
     if let Some(s) = &shadowing {
         let shared = shared.clone();
@@ -249,11 +259,20 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     tracing::info!("Shutting down: detaching kernel programs");
     server.abort();
     stop.store(true, Ordering::Relaxed);
-    if let Some(s) = shadowing {
-        if s.capture_thread.join().is_err() {
-            tracing::error!("Capture thread panicked");
-        }
+    if let Some(s) = shadowing
+        && s.capture_thread.join().is_err()
+    {
+        tracing::error!("Capture thread panicked");
+    }
+    if control_bound {
         let _ = std::fs::remove_file(&cfg.control_socket);
+    }
+    // The refresher saves the forecast grids; a running fit is left to the
+    // process exit (see forecast/threads.rs).
+    if let Some(t) = forecast_threads
+        && t.refresher.join().is_err()
+    {
+        tracing::error!("Forecast refresher panicked");
     }
     if poller.join().is_err() {
         tracing::error!("Poller thread panicked");
@@ -284,12 +303,71 @@ struct Shadowing {
     capture_thread: std::thread::JoinHandle<()>,
 }
 
-/// Attaches the classifier, starts the capture thread, the replayer and the
-/// control API.
+/// Binds the control socket and serves it. Shadowing cannot run without
+/// it; in telemetry-only mode a failure is logged and the forecasts stay
+/// on the admin port. Returns whether the socket is ours to remove.
+fn serve_control(
+    socket: &std::path::Path,
+    shadowing: &Option<Shadowing>,
+    forecast: &Option<Arc<forecast::Service>>,
+) -> Result<bool, AgentError> {
+    let listener = match control::bind(socket) {
+        Ok(l) => l,
+        Err(e) if shadowing.is_some() => return Err(e.into()),
+        Err(error) => {
+            tracing::warn!(%error, "Control API unavailable");
+            return Ok(false);
+        }
+    };
+    let api = control::Api {
+        shadow: shadowing.as_ref().map(|s| s.control.clone()),
+        forecast: forecast.clone(),
+    };
+    tokio::spawn(control::serve(listener, Arc::new(api)));
+    tracing::info!(socket = %socket.display(), "Control API listening");
+    Ok(true)
+}
+
+/// Starts the forecast refresher and trainer on the shared history.
+fn start_forecast(
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+    interval: Duration,
+) -> Result<Option<forecast::threads::Threads>, AgentError> {
+    let Some(service) = &shared.forecast else {
+        return Ok(None);
+    };
+    let history = shared.clone();
+    let source: forecast::threads::Source = Arc::new(move |metric: &str| {
+        let h = history.history.lock().expect("history lock");
+        h.get(metric)
+            .into_iter()
+            .map(|p| (p.timestamp, p.value))
+            .collect()
+    });
+    // Run just after a bin boundary, once the sample that completes it is in.
+    let delay = interval + Duration::from_millis(250);
+    let threads =
+        forecast::threads::spawn(service, source, stop.clone(), delay).map_err(|source| {
+            AgentError::Io {
+                what: "starting the forecast threads".into(),
+                source,
+            }
+        })?;
+    tracing::info!(
+        metrics = service.settings.metrics.len(),
+        step = service.settings.step,
+        horizon = service.settings.horizon,
+        dir = %service.settings.dir.display(),
+        "Forecasting"
+    );
+    Ok(Some(threads))
+}
+
+/// Attaches the classifier, starts the capture thread and the replayer.
 fn start_shadowing(
     telemetry: &mut KernelTelemetry,
     config: &Config,
-    socket: &std::path::Path,
     stop: Arc<AtomicBool>,
 ) -> Result<Shadowing, AgentError> {
     let (mut capture, perf) = TcCapture::attach(telemetry.ebpf_mut(), &config.capture)?;
@@ -326,9 +404,6 @@ fn start_shadowing(
         ports,
         pipeline: pipeline_counters,
     });
-    let listener = control::bind(socket)?;
-    tokio::spawn(control::serve(listener, control.clone()));
-    tracing::info!(socket = %socket.display(), "Control API listening");
     Ok(Shadowing {
         control,
         capture_thread,
@@ -380,6 +455,9 @@ fn poll_loop(
         }
         if let Some(c) = control {
             c.publish_metrics();
+        }
+        if let Some(f) = &shared.forecast {
+            f.publish_metrics();
         }
         if let Some(rss) = self_rss() {
             metrics::gauge!(names::AGENT_RSS).set(rss as f64);

@@ -1,6 +1,9 @@
 //! The authenticated control API: HTTP/1.1 over a unix socket created with
 //! mode 0600, so only root (or the socket's owner) can change what is
-//! mirrored. `shadowctl mirror ...` talks to it.
+//! mirrored. `shadowctl mirror ...` and `shadowctl forecast` talk to it.
+//!
+//! It runs in telemetry-only mode too (for the forecasts); the shadowing
+//! routes then answer 409 "no services are shadowed".
 //!
 //! | method, path | what |
 //! |---|---|
@@ -14,6 +17,11 @@
 //! | `GET /v1/exchanges?limit=N` | the latest replayed exchanges with live and shadow answers |
 //! | `POST /v1/record` body `{"path": "/tmp/x.jsonl.gz"}` | start recording sampled exchanges |
 //! | `DELETE /v1/record` | stop; answers `{"written": N, "dropped": M}` |
+//! | `GET /v1/forecast` | every forecast metric: model, reason, trained_until, status, anomaly state |
+//! | `GET /v1/forecast/{metric}?horizon=N\|30m` | `{"metric","model","reason","points":[PredictionData]}` |
+//! | `GET /v1/forecast/events` | anomaly events (the newest kept), oldest first |
+//!
+//! The forecast routes are [`crate::forecast::api`]'s.
 //!
 //! Bad input gets a 4xx with `{"error": "..."}` and changes nothing.
 
@@ -310,16 +318,24 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, control: Arc<Control>) {
+/// What the socket serves: the shadowing path when services are
+/// shadowed, the forecasts unless forecasting is off.
+#[derive(Default)]
+pub struct Api {
+    pub shadow: Option<Arc<Control>>,
+    pub forecast: Option<Arc<crate::forecast::Service>>,
+}
+
+pub async fn serve(listener: UnixListener, api: Arc<Api>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let control = control.clone();
+        let api = api.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let control = control.clone();
-                async move { Ok::<_, Infallible>(route(req, &control).await) }
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(route_api(req, &api).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -329,7 +345,10 @@ pub async fn serve(listener: UnixListener, control: Arc<Control>) {
 }
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    json_bytes(status, serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -341,6 +360,32 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
 
 fn error(status: StatusCode, message: String) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
+}
+
+/// The shadowing routes' prefixes, answered 409 when nothing is shadowed.
+const SHADOW_ROUTES: [&str; 5] = [
+    "/v1/mirror",
+    "/v1/diff",
+    "/v1/capture",
+    "/v1/exchanges",
+    "/v1/record",
+];
+
+async fn route_api(req: Request<hyper::body::Incoming>, api: &Api) -> Response<Full<Bytes>> {
+    let (path, query) = (req.uri().path(), req.uri().query().unwrap_or_default());
+    if let Some((status, body)) =
+        crate::forecast::api::route(api.forecast.as_deref(), req.method(), path, query)
+    {
+        return json_bytes(status, body);
+    }
+    match &api.shadow {
+        Some(control) => route(req, control).await,
+        None if SHADOW_ROUTES.iter().any(|p| path.starts_with(p)) => error(
+            StatusCode::CONFLICT,
+            "no services are shadowed (start shadow-proxy with --config FILE)".into(),
+        ),
+        None => error(StatusCode::NOT_FOUND, format!("no route {path}")),
+    }
 }
 
 async fn route(req: Request<hyper::body::Incoming>, control: &Control) -> Response<Full<Bytes>> {
@@ -464,5 +509,83 @@ async fn route(req: Request<hyper::body::Incoming>, control: &Control) -> Respon
             json(StatusCode::OK, &control.replayer.records(limit))
         }
         _ => error(StatusCode::NOT_FOUND, format!("no route {path}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::forecast::{ForecastSettings, Service};
+
+    /// Serves `api` on a fresh socket in a temp directory.
+    fn start(tag: &str, api: Api) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("shadow-control-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let socket = dir.join("control.sock");
+        let listener = bind(&socket).expect("binds the socket");
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "only the owner may talk to it");
+        tokio::spawn(serve(listener, Arc::new(api)));
+        (dir, socket)
+    }
+
+    async fn get(socket: &Path, path: &str) -> (StatusCode, String) {
+        let (status, body) = crate::client::control(socket, Method::GET, path, None)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn telemetry_only_serves_forecasts_and_refuses_the_mirror_routes() {
+        let models =
+            std::env::temp_dir().join(format!("shadow-control-models-{}", std::process::id()));
+        let settings = ForecastSettings {
+            dir: models.clone(),
+            metrics: vec!["host.cpu_utilisation".into()],
+            ..ForecastSettings::default()
+        };
+        let api = Api {
+            shadow: None,
+            forecast: Some(Arc::new(Service::new(settings, "h"))),
+        };
+        let (dir, socket) = start("telemetry", api);
+        let (status, body) = get(&socket, "/v1/mirror").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains("no services are shadowed"), "{body}");
+        let (status, body) = get(&socket, "/v1/forecast").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let all: Vec<crate::forecast::api::MetricStatus> = serde_json::from_str(&body).unwrap();
+        assert_eq!(all[0].metric, "host.cpu_utilisation");
+        let (status, body) = get(&socket, "/v1/forecast/host.cpu_utilisation?horizon=30m").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            body.contains("not trained yet: need") && body.contains("have 0"),
+            "{body}"
+        );
+        let (status, body) = get(&socket, "/v1/forecast/host.cpu_utilisation?horizon=2h").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            get(&socket, "/v1/forecast/nope").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&socket, "/v1/forecast/events").await,
+            (StatusCode::OK, "[]".into())
+        );
+        assert_eq!(get(&socket, "/v1/nothing").await.0, StatusCode::NOT_FOUND);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&models);
+    }
+
+    #[tokio::test]
+    async fn forecast_routes_say_when_forecasting_is_off() {
+        let (dir, socket) = start("off", Api::default());
+        let (status, body) = get(&socket, "/v1/forecast").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(body.contains("--no-forecast"), "{body}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod diff;
 pub mod duration;
+pub mod forecast;
 pub mod hist;
 pub mod history;
 pub mod host;

@@ -140,6 +140,11 @@ impl Agent {
                 .arg(dir.join("agent.pid"))
                 .arg("--ready-file")
                 .arg(&ready)
+                // Keep the test's models and socket out of /var/lib and /run.
+                .arg("--forecast-dir")
+                .arg(dir.join("forecast"))
+                .arg("--control-socket")
+                .arg(dir.join("control.sock"))
                 .stdout(Stdio::null())
                 .stderr(log),
         );

@@ -139,6 +139,8 @@ impl Mirror {
             .arg(&cfg_path)
             .arg("--control-socket")
             .arg(&control)
+            .arg("--forecast-dir")
+            .arg(dir.join("forecast"))
             .arg("--pid-file")
             .arg(dir.join("agent.pid"))
             .arg("--ready-file")

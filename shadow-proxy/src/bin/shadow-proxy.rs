@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use shadow_proxy::{
-    agent, config, duration, metrics::kernel::DEFAULT_MAX_ENDPOINT_SERIES, telemetry,
+    agent, config, duration, forecast, metrics::kernel::DEFAULT_MAX_ENDPOINT_SERIES, telemetry,
 };
 
 /// shadow's agent: attaches the kernel telemetry programs and serves
@@ -50,6 +50,68 @@ struct Cli {
     /// detach and exit.
     #[arg(long)]
     check: bool,
+    #[command(flatten)]
+    forecast: ForecastFlags,
+}
+
+/// Forecasting (on by default).
+#[derive(Debug, clap::Args)]
+struct ForecastFlags {
+    /// Turn forecasting off.
+    #[arg(long)]
+    no_forecast: bool,
+    /// Where trained models and their history are kept, one directory per metric.
+    #[arg(long, default_value = "/var/lib/shadow/forecast")]
+    forecast_dir: PathBuf,
+    /// Metrics to forecast, comma-separated (default: host CPU, memory,
+    /// network and disk throughput, block IOPS, TCP connections per second).
+    #[arg(long, value_parser = forecast::parse_metrics)]
+    forecast_metrics: Option<Metrics>,
+    /// How often each metric is retrained.
+    #[arg(long, default_value = "1h", value_parser = duration::parse)]
+    forecast_every: Duration,
+    /// The forecast grid's step (history is averaged per step).
+    #[arg(long, default_value = "60s", value_parser = duration::parse)]
+    forecast_step: Duration,
+    /// Steps forecast ahead.
+    #[arg(long, default_value_t = 60)]
+    forecast_horizon: usize,
+    /// Candidate models, comma-separated (seasonal_naive, ets, mstl, lstm).
+    #[arg(long, value_parser = forecast::parse_models)]
+    forecast_models: Option<Models>,
+}
+
+// Aliases, so clap parses each list as one comma-separated value (a bare
+// `Vec` field would mean a repeated flag).
+type Metrics = Vec<String>;
+type Models = Vec<shadow_proxy::forecast::Candidate>;
+
+impl ForecastFlags {
+    /// The validated settings, `None` when off; the error names the flag.
+    fn settings(
+        self,
+        interval: Duration,
+        history: Duration,
+    ) -> Result<Option<forecast::ForecastSettings>, String> {
+        if self.no_forecast {
+            return Ok(None);
+        }
+        let step = forecast::whole_seconds(self.forecast_step)
+            .map_err(|e| format!("--forecast-step: {e}"))?;
+        let defaults = forecast::ForecastSettings::default();
+        let settings = forecast::ForecastSettings {
+            dir: self.forecast_dir,
+            metrics: self.forecast_metrics.unwrap_or(defaults.metrics),
+            every: self.forecast_every,
+            step,
+            horizon: self.forecast_horizon,
+            candidates: self.forecast_models.unwrap_or(defaults.candidates),
+            grid_points: forecast::grid_points_for(step),
+            ..defaults
+        };
+        settings.validate(interval, history)?;
+        Ok(Some(settings))
+    }
 }
 
 fn main() -> ExitCode {
@@ -78,9 +140,29 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    let history = cli
+        .interval
+        .saturating_mul(cli.history_len.min(u32::MAX as usize) as u32);
+    let forecast = match cli.forecast.settings(cli.interval, history) {
+        Ok(f) => f,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(64);
+        }
+    };
     if cli.check {
         if let Some(c) = &shadow {
             println!("ok: configuration valid ({} services)", c.services.len());
+        }
+        if let Some(f) = &forecast {
+            println!(
+                "ok: forecasting {} metrics every {}, {} steps of {}, into {}",
+                f.metrics.len(),
+                forecast::format_ahead(f.every.as_secs() as i64),
+                f.horizon,
+                forecast::format_ahead(f.step),
+                f.dir.display()
+            );
         }
         return match telemetry::KernelTelemetry::load_with(!cli.no_tcp_bytes) {
             Ok(_) => {
@@ -113,6 +195,7 @@ fn main() -> ExitCode {
         shadow,
         control_socket: cli.control_socket,
         tcp_bytes: !cli.no_tcp_bytes,
+        forecast,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

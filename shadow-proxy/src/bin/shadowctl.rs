@@ -4,7 +4,13 @@ use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use shadow_proxy::{
-    agent::View, client, control::MirrorStatus, duration, history::PerformanceData, top,
+    agent::View,
+    client,
+    control::MirrorStatus,
+    duration,
+    forecast::{self, cli::OfflineError},
+    history::PerformanceData,
+    top,
 };
 
 #[derive(Debug, Parser)]
@@ -119,6 +125,93 @@ enum Command {
         /// Metric name, e.g. host.cpu_utilisation.
         metric: Option<String>,
     },
+    /// Forecasts: every metric and its model, or one metric's P10/P50/P90;
+    /// offline on a CSV file with `train` and `--model DIR --csv FILE`.
+    Forecast(ForecastCmd),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ForecastCmd {
+    #[command(subcommand)]
+    action: Option<ForecastAction>,
+    /// Metric name, e.g. host.cpu_utilisation (default: list every metric).
+    metric: Option<String>,
+    /// How far ahead: steps (12) or a duration (30m); default the whole horizon.
+    #[arg(long)]
+    horizon: Option<String>,
+    /// Print JSON: the model, why, and PredictionData points.
+    #[arg(long)]
+    json: bool,
+    /// Offline: forecast from a model saved by `forecast train` (with --csv).
+    #[arg(long, requires = "csv", conflicts_with = "metric")]
+    model: Option<std::path::PathBuf>,
+    /// Offline: the history to forecast from, `timestamp,value`.
+    #[arg(long, requires = "model")]
+    csv: Option<std::path::PathBuf>,
+    /// Offline: the related series the model was trained with.
+    #[arg(long, requires = "model")]
+    related: Option<std::path::PathBuf>,
+}
+
+// An alias, so clap parses the list as one comma-separated value.
+type Models = Vec<forecast::Candidate>;
+
+#[derive(Debug, Subcommand)]
+enum ForecastAction {
+    /// Train on a `timestamp,value` CSV file (no agent needed) and save the model.
+    Train(TrainFlags),
+    /// Anomaly events the agent has seen (forecast interval left persistently).
+    Events {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainFlags {
+    /// The history: `timestamp,value` lines (unix seconds or `YYYY-MM-DD HH:MM:SS`, UTC).
+    #[arg(long)]
+    csv: std::path::PathBuf,
+    /// A related series on the same grid (e.g. request rate for CPU); the LSTM uses it.
+    #[arg(long)]
+    related: Option<std::path::PathBuf>,
+    /// Steps forecast (and backtested per fold).
+    #[arg(long, default_value_t = 60)]
+    horizon: usize,
+    /// Candidate models, comma-separated.
+    #[arg(long, default_value = "seasonal_naive,ets,mstl,lstm", value_parser = forecast::parse_models)]
+    models: Models,
+    /// Rolling-origin folds for the selection.
+    #[arg(long, default_value_t = 2)]
+    folds: usize,
+    /// Steps per season (default: a day at the file's step).
+    #[arg(long)]
+    season: Option<usize>,
+    /// Model directory (default: <csv name>.model in the current directory).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+impl TrainFlags {
+    fn args(self) -> forecast::cli::TrainArgs {
+        let stem = self
+            .csv
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        let out = self
+            .out
+            .unwrap_or_else(|| format!("{}.model", stem.unwrap_or_default()).into());
+        forecast::cli::TrainArgs {
+            csv: self.csv,
+            related: self.related,
+            horizon: self.horizon,
+            models: self.models,
+            folds: self.folds,
+            season: self.season,
+            out,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -141,7 +234,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<OfflineError>() {
+                Some(OfflineError::Usage(_)) => ExitCode::from(64),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -304,6 +400,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!("{},{},{},{}", p.timestamp, p.server_id, p.metric, p.value);
             }
         }
+        Command::Forecast(f) => forecast_cmd(&cli.control, f).await?,
         Command::Top {
             interval,
             count,
@@ -331,6 +428,69 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+async fn forecast_cmd(
+    socket: &std::path::Path,
+    f: ForecastCmd,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use forecast::cli;
+    let out = match (f.action, f.model, f.csv, f.metric) {
+        (Some(ForecastAction::Train(t)), ..) => format!("{}\n", cli::train(&t.args())?),
+        (Some(ForecastAction::Events { json }), ..) => {
+            let body = control_get(socket, "/v1/forecast/events").await?;
+            if json {
+                format!("{}\n", String::from_utf8_lossy(&body))
+            } else {
+                forecast::table::render_events(&serde_json::from_slice::<Vec<_>>(&body)?)
+            }
+        }
+        (None, Some(model), Some(csv), _) => {
+            let a = cli::forecast(&model, &csv, f.related.as_deref(), f.horizon.as_deref())?;
+            render_answer(&a, f.json)?
+        }
+        (None, _, _, Some(metric)) => {
+            let mut path = format!("/v1/forecast/{}", encode(&metric));
+            if let Some(h) = &f.horizon {
+                path.push_str(&format!("?horizon={}", encode(h)));
+            }
+            let body = control_get(socket, &path).await?;
+            render_answer(&serde_json::from_slice(&body)?, f.json)?
+        }
+        (None, ..) => {
+            let body = control_get(socket, "/v1/forecast").await?;
+            if f.json {
+                format!("{}\n", String::from_utf8_lossy(&body))
+            } else {
+                forecast::table::render_status(&serde_json::from_slice::<Vec<_>>(&body)?)
+            }
+        }
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn render_answer(
+    a: &forecast::api::ForecastAnswer,
+    json: bool,
+) -> Result<String, Box<dyn std::error::Error>> {
+    Ok(if json {
+        format!("{}\n", serde_json::to_string_pretty(a)?)
+    } else {
+        forecast::table::render_forecast(a)
+    })
+}
+
+/// GETs `path` from the control socket; the API's error message otherwise.
+async fn control_get(
+    socket: &std::path::Path,
+    path: &str,
+) -> Result<hyper::body::Bytes, Box<dyn std::error::Error>> {
+    let (status, body) = client::control(socket, hyper::Method::GET, path, None).await?;
+    if !status.is_success() {
+        return Err(api_error(&body).into());
+    }
+    Ok(body)
 }
 
 fn api_error(body: &[u8]) -> String {

@@ -44,3 +44,12 @@ pub const DIFF_DIFFERING: &str = "shadow_diff_differing_total";
 pub const DIFF_REGRESSIONS: &str = "shadow_diff_regressed_fields";
 pub const DIFF_NOISE_COMPARED: &str = "shadow_diff_noise_compared_total";
 pub const DIFF_NOISE: &str = "shadow_diff_noise_differing_total";
+
+// Forecasting, per forecast metric (forecast/export.rs).
+pub const FORECAST: &str = "shadow_forecast";
+pub const FORECAST_MODEL_INFO: &str = "shadow_forecast_model_info";
+pub const FORECAST_ANOMALY: &str = "shadow_forecast_anomaly";
+pub const FORECAST_ANOMALIES: &str = "shadow_forecast_anomalies_total";
+pub const FORECAST_TRAININGS: &str = "shadow_forecast_trainings_total";
+pub const FORECAST_TRAINING_SECONDS: &str = "shadow_forecast_training_seconds";
+pub const FORECAST_REFRESH_SECONDS: &str = "shadow_forecast_refresh_seconds";

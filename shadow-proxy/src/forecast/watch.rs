@@ -1,0 +1,203 @@
+//! Residual anomaly detection on the live grid, and its feedback.
+//!
+//! Each completed bin is judged by shadow-forecast's [`Detector`] against
+//! the interval that was forecast for it before it was seen. Flagged
+//! timestamps are remembered (bounded by the grid they index) and become
+//! training weights ([`Watch::weights`]), so the next retrain neither
+//! learns the anomaly as normal nor widens its interval around it. A run
+//! of flagged bins is one [`AnomalyEvent`]: it opens on the first, grows
+//! while they continue and closes on the first normal bin.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use shadow_forecast::{
+    Forecast,
+    anomaly::{self, Detector, DetectorConfig},
+};
+
+/// One stretch of a metric outside its forecast interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyEvent {
+    pub metric: String,
+    /// Unix seconds of the first and the latest flagged bin.
+    pub start: i64,
+    pub end: i64,
+    pub points: usize,
+    /// Still going on.
+    pub open: bool,
+    /// The most anomalous bin: its value, the interval forecast for it
+    /// (P10, P50, P90) and the detector's score in [0, 1].
+    pub peak_at: i64,
+    pub peak_value: f64,
+    pub expected: [f64; 3],
+    pub peak_score: f64,
+}
+
+/// What an observation changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Began(AnomalyEvent),
+    Grew(AnomalyEvent),
+    Ended(AnomalyEvent),
+}
+
+/// Per-metric detector state.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    detector: Detector,
+    margin: usize,
+    flagged: BTreeSet<i64>,
+    open: Option<AnomalyEvent>,
+    /// The last judged bin was anomalous.
+    pub anomalous: bool,
+    pub score: f64,
+    /// Events begun since the start.
+    pub events: u64,
+}
+
+impl Watch {
+    pub fn new(cfg: DetectorConfig) -> Self {
+        Self {
+            detector: Detector::new(cfg),
+            margin: cfg.margin,
+            flagged: BTreeSet::new(),
+            open: None,
+            anomalous: false,
+            score: 0.0,
+            events: 0,
+        }
+    }
+
+    /// Judges the actual `value` of bin `t` against `forecast`, the one
+    /// published before `t` was seen; a bin it does not cover is skipped.
+    pub fn observe(
+        &mut self,
+        metric: &str,
+        t: i64,
+        value: f64,
+        forecast: &Forecast,
+    ) -> Option<Change> {
+        let i = usize::try_from((t - forecast.start) / forecast.step.max(1)).ok()?;
+        if (t - forecast.start) % forecast.step.max(1) != 0 || i >= forecast.len() {
+            return None;
+        }
+        let expected = [forecast.p10[i], forecast.p50[i], forecast.p90[i]];
+        let obs = self
+            .detector
+            .observe(value, expected[0], expected[1], expected[2]);
+        (self.anomalous, self.score) = (obs.anomalous, obs.score);
+        if !obs.anomalous {
+            return self.open.take().map(|mut e| {
+                e.open = false;
+                Change::Ended(e)
+            });
+        }
+        self.flagged.insert(t);
+        let event = match self.open.take() {
+            Some(mut e) => {
+                e.end = t;
+                e.points += 1;
+                if obs.score >= e.peak_score {
+                    (e.peak_at, e.peak_value, e.expected, e.peak_score) =
+                        (t, value, expected, obs.score);
+                }
+                self.open = Some(e.clone());
+                return Some(Change::Grew(e));
+            }
+            None => AnomalyEvent {
+                metric: metric.to_owned(),
+                start: t,
+                end: t,
+                points: 1,
+                open: true,
+                peak_at: t,
+                peak_value: value,
+                expected,
+                peak_score: obs.score,
+            },
+        };
+        self.events += 1;
+        self.open = Some(event.clone());
+        Some(Change::Began(event))
+    }
+
+    /// Remembers a flag read back from disk.
+    pub fn flag(&mut self, t: i64) {
+        self.flagged.insert(t);
+    }
+
+    pub fn is_flagged(&self, t: i64) -> bool {
+        self.flagged.contains(&t)
+    }
+
+    /// Forgets flags older than `oldest` (the grid no longer holds them).
+    pub fn prune(&mut self, oldest: i64) {
+        self.flagged = self.flagged.split_off(&oldest);
+    }
+
+    /// Training weights for a grid of `len` points from `start`: 0 over
+    /// flagged stretches (with the detector's margin) and over `imputed`
+    /// points, 1 elsewhere.
+    pub fn weights(&self, start: i64, step: i64, imputed: &[bool]) -> Vec<f64> {
+        let flags: Vec<bool> = (0..imputed.len())
+            .map(|i| self.flagged.contains(&(start + i as i64 * step)))
+            .collect();
+        let mut w = anomaly::weights(&flags, self.margin);
+        for (w, _) in w.iter_mut().zip(imputed).filter(|(_, imp)| **imp) {
+            *w = 0.0;
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(start: i64, n: usize) -> Forecast {
+        Forecast {
+            start,
+            step: 60,
+            p10: vec![9.0; n],
+            p50: vec![10.0; n],
+            p90: vec![11.0; n],
+        }
+    }
+
+    #[test]
+    fn a_stretch_outside_is_one_event_and_weighted_out() {
+        let cfg = DetectorConfig {
+            window: 3,
+            min_outside: 2,
+            margin: 1,
+        };
+        let mut w = Watch::new(cfg);
+        let f = flat(0, 10);
+        let values = [10.0, 20.0, 20.0, 20.0, 10.0, 10.0];
+        let changes: Vec<Option<Change>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| w.observe("m", i as i64 * 60, v, &f))
+            .collect();
+        assert!(changes[..2].iter().all(Option::is_none), "{changes:?}");
+        assert!(matches!(&changes[2], Some(Change::Began(e)) if e.start == 120));
+        assert!(matches!(&changes[3], Some(Change::Grew(e)) if e.points == 2 && e.end == 180));
+        let Some(Change::Ended(e)) = &changes[4] else {
+            panic!("the first normal bin ends the event: {changes:?}");
+        };
+        assert!(!e.open && e.expected == [9.0, 10.0, 11.0], "{e:?}");
+        assert_eq!(w.events, 1);
+        assert!(
+            w.observe("m", 60 * 20, 50.0, &f).is_none(),
+            "past the forecast"
+        );
+        let imputed = [false, false, false, false, false, false, true];
+        assert_eq!(
+            w.weights(0, 60, &imputed),
+            [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        );
+        w.prune(150);
+        assert!(!w.is_flagged(120) && w.is_flagged(180));
+    }
+}
