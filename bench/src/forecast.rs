@@ -48,6 +48,8 @@ pub struct Args {
     pub skip_nab: bool,
     /// statsforecast/Prophet models to run (all when empty).
     pub py_models: Vec<String>,
+    /// Only the NAB detector run (its own report section, no backtests).
+    pub nab_only: bool,
 }
 
 /// Selection warm-up folds before the first test fold.
@@ -76,6 +78,20 @@ pub fn run(args: &Args) -> Result<()> {
     let cases = load_cases(args)?;
     if cases.is_empty() {
         bail!("no series found under {}", args.data.display());
+    }
+    if args.nab_only {
+        let nab = nab_detection(&cases, args)?;
+        let mut s = String::from("# Residual anomaly detector under NAB's scorer\n\n");
+        let _ = writeln!(
+            s,
+            "Command: `shadow-bench forecast --nab-only --data {}`.\n",
+            args.data.display()
+        );
+        render_nab(&mut s, &nab);
+        std::fs::write(&args.report, s)
+            .with_context(|| format!("writing {}", args.report.display()))?;
+        eprintln!("report: {}", args.report.display());
+        return Ok(());
     }
     let plots = args.report.with_extension("");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
@@ -868,19 +884,23 @@ fn render(
         let _ = writeln!(s);
     }
     if let Some(n) = nab {
-        let _ = writeln!(
-            s,
-            "## Residual anomaly detector under NAB's scorer\n\n{} NAB files streamed (probation 15 %, retrained daily on seasonal naive/ETS/MSTL with flagged stretches weighted out, re-forecast every 6 h); {} points flagged.\n",
-            n.files, n.flagged
-        );
-        match &n.scores {
-            Some(v) => nab_table(&mut s, v),
-            None => {
-                let _ = writeln!(s, "{}", n.note);
-            }
-        }
+        render_nab(&mut s, n);
     }
     s
+}
+
+fn render_nab(s: &mut String, n: &Nab) {
+    let _ = writeln!(
+        s,
+        "## Residual anomaly detector under NAB's scorer\n\n{} NAB files streamed (probation 15 %, retrained daily on seasonal naive/ETS/MSTL with flagged stretches weighted out, re-forecast every 6 h); {} points flagged.\n",
+        n.files, n.flagged
+    );
+    match &n.scores {
+        Some(v) => nab_table(s, v),
+        None => {
+            let _ = writeln!(s, "{}", n.note);
+        }
+    }
 }
 
 /// Our detector ranked among NAB's published detectors, all rescored by

@@ -79,6 +79,9 @@ enum Command {
         /// statsforecast/Prophet models, comma-separated (default: all six).
         #[arg(long, value_delimiter = ',')]
         py_models: Vec<String>,
+        /// Only stream the NAB files through the anomaly detector.
+        #[arg(long)]
+        nab_only: bool,
     },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
@@ -114,6 +117,7 @@ fn main() -> Result<()> {
             epochs,
             arrival_bin,
             py_models,
+            nab_only,
         } => forecast::run(&forecast::Args {
             data,
             report,
@@ -125,6 +129,7 @@ fn main() -> Result<()> {
             arrival_bin,
             skip_nab,
             py_models,
+            nab_only,
         }),
         Command::MirrorOverhead {
             agent,
