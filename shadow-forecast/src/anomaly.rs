@@ -162,11 +162,22 @@ pub fn stream(
         } else {
             input
         };
+        let h = sc.reforecast.clamp(1, cfg.horizon).min(n - o);
         if (o - sc.probation).is_multiple_of(sc.retrain.max(1)) || model.is_none() {
             progress(o, n);
-            model = Some(forecaster::train(&input, &cfg, &mut |_: Progress| {})?);
+            // A failed retraining keeps the previous model; with none yet,
+            // the stretch goes unjudged rather than stopping the stream.
+            match forecaster::train(&input, &cfg, &mut |_: Progress| {}) {
+                Ok(m) => model = Some(m),
+                Err(e) if model.is_none() => {
+                    out.extend(std::iter::repeat_n(none, h));
+                    o += h;
+                    let _ = e;
+                    continue;
+                }
+                Err(_) => {}
+            }
         }
-        let h = sc.reforecast.clamp(1, cfg.horizon).min(n - o);
         let f = model.as_ref().expect("trained above").forecast(&input, h)?;
         let obs = detector.observe_all(&series.values[o..o + h], &f);
         out.extend(obs.into_iter().enumerate().map(|(i, ob)| {
