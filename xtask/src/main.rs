@@ -37,6 +37,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         admin: String,
     },
+    /// Check that the forecaster's GPU backend (wgpu) compiles. It needs no
+    /// system libraries; CUDA's build downloads LLVM, so it is not checked.
+    CheckGpu,
     /// Fuzz the reassembler and the HTTP pairing (cargo-fuzz, nightly).
     Fuzz {
         /// Seconds per target.
@@ -83,6 +86,9 @@ fn main() -> Result<()> {
         Command::Demo { duration, admin } => demo::run(duration, &admin),
         Command::Bench { seconds, rounds } => bench(seconds, rounds),
         Command::Fuzz { seconds } => fuzz(seconds),
+        Command::CheckGpu => util::step("check the forecaster's GPU feature (wgpu)", || {
+            util::cargo(&["check", "-p", "shadow-forecast", "--features", "wgpu"])
+        }),
         Command::BenchForecast {
             data,
             nab_repo,
@@ -129,12 +135,6 @@ fn test() -> Result<()> {
                 "warnings",
             ],
         )
-    })?;
-    // The GPU backend needs no system libraries to build (wgpu); this
-    // keeps the feature compiling. CUDA's build fetches LLVM from the
-    // internet, so it is not checked here (see shadow-forecast/Cargo.toml).
-    util::step("check the forecaster's GPU feature (wgpu)", || {
-        util::cargo(&["check", "-p", "shadow-forecast", "--features", "wgpu"])
     })?;
     util::step("build binaries", || {
         util::cargo(&["build", "--workspace", "--bins"])
