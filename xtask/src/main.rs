@@ -136,6 +136,11 @@ fn test() -> Result<()> {
             ],
         )
     })?;
+    // The GPU backend needs no system libraries to build (wgpu); this keeps
+    // the feature compiling. CUDA's build downloads LLVM, so it is not checked.
+    util::step("check the forecaster's GPU feature (wgpu)", || {
+        util::cargo(&["check", "-p", "shadow-forecast", "--features", "wgpu"])
+    })?;
     util::step("build binaries", || {
         util::cargo(&["build", "--workspace", "--bins"])
     })?;
