@@ -389,8 +389,13 @@ fn start_shadowing(
         );
     }
     let (tx, rx) = tokio::sync::mpsc::channel(config.capture.queue);
+    let pipeline_config = PipelineConfig {
+        // A power of two as long as the page size is one (it is).
+        perf_pages: (config.capture.ring_mib << 20) / page_size(),
+        ..PipelineConfig::default()
+    };
     let (capture_thread, pipeline_counters) =
-        pipeline::spawn(perf, stats, tx, stop, PipelineConfig::default()).map_err(|source| {
+        pipeline::spawn(perf, stats, tx, stop, pipeline_config).map_err(|source| {
             AgentError::Io {
                 what: "starting the capture thread".into(),
                 source,
@@ -549,9 +554,12 @@ pub fn gauge_name(metric: &str) -> (String, Option<(&'static str, String)>) {
 pub fn self_rss() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size() as u64)
+}
+
+fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    Some(pages * page)
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize
 }
 
 #[cfg(test)]

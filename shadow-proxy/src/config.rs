@@ -5,6 +5,7 @@
 //! [capture]
 //! interface = "lo"        # where the tc classifier attaches
 //! attach = "auto"         # auto (ingress on lo, both elsewhere) | ingress | egress | both
+//! ring_mib = 8            # perf ring per CPU (power of two); overflow is counted as lost
 //!
 //! [[service]]
 //! name = "web"
@@ -60,6 +61,7 @@ struct RawCapture {
     interface: Option<String>,
     attach: Option<String>,
     queue: Option<usize>,
+    ring_mib: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,7 +251,15 @@ pub struct CaptureConfig {
     pub attach: AttachMode,
     /// Exchanges waiting for replay; beyond this they are dropped and counted.
     pub queue: usize,
+    /// Size of the perf ring per CPU in MiB (a power of two). A burst larger
+    /// than this that the capture thread cannot drain in time is lost (and
+    /// counted as `lost`), never slowed down.
+    pub ring_mib: usize,
 }
+
+/// The default perf ring per CPU: a loopback burst of a few MiB fits while
+/// the capture thread is descheduled for tens of milliseconds.
+pub const DEFAULT_RING_MIB: usize = 8;
 
 /// Which requests a key-consistent sampler looks at.
 #[derive(Debug, Clone, PartialEq)]
@@ -367,6 +377,13 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
     };
+    let ring_mib = raw.capture.ring_mib.unwrap_or(DEFAULT_RING_MIB);
+    if !(1..=1024).contains(&ring_mib) || !ring_mib.is_power_of_two() {
+        return Err(invalid(
+            "capture.ring_mib".into(),
+            format!("{ring_mib} is not a power of two from 1 to 1024"),
+        ));
+    }
     let mut services = Vec::new();
     for (i, s) in raw.service.into_iter().enumerate() {
         let key = |k: &str| format!("service[{i}].{k}");
@@ -524,6 +541,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             interface,
             attach,
             queue: raw.capture.queue.unwrap_or(10_000).max(1),
+            ring_mib,
         },
         services,
     })
@@ -583,6 +601,15 @@ replace_with = "/v2/"
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field"), "{e}");
+        let e = Config::parse("s.toml", "[capture]\nring_mib = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "s.toml: capture.ring_mib: 3 is not a power of two from 1 to 1024"
+        );
+        let c = Config::parse("s.toml", "[capture]\nring_mib = 32\n").unwrap();
+        assert_eq!(c.capture.ring_mib, 32);
     }
 
     #[test]

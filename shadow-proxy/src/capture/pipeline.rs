@@ -55,7 +55,7 @@ impl Default for PipelineConfig {
         Self {
             reassembly: ReassemblyConfig::default(),
             limits: Limits::default(),
-            perf_pages: 512,
+            perf_pages: crate::config::DEFAULT_RING_MIB * 256,
         }
     }
 }

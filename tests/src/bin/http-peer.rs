@@ -322,9 +322,12 @@ fn client(addr: SocketAddr, scenario: &str, args: &[String]) -> Result<()> {
                 &body,
                 chunked,
             );
-            for piece in req.chunks(1 << 20) {
+            // 64 KiB at a time, spread evenly: a real link does not deliver
+            // a MiB in one memory-speed burst.
+            let per_piece = Duration::from_micros(pace as u64 * 1000 / 16);
+            for piece in req.chunks(64 << 10) {
                 c.get_mut().write_all(piece)?;
-                std::thread::sleep(Duration::from_millis(pace as u64));
+                std::thread::sleep(per_piece);
             }
             let (s, b) = read_response(&mut c)?;
             report(s, &b);
