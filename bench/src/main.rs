@@ -82,6 +82,10 @@ enum Command {
         /// Only stream the NAB files through the anomaly detector.
         #[arg(long)]
         nab_only: bool,
+        /// Only time LSTM training and one 24-step forecast (plain serving
+        /// path vs burn's forward on the same model).
+        #[arg(long)]
+        timing_only: bool,
     },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
@@ -118,6 +122,7 @@ fn main() -> Result<()> {
             arrival_bin,
             py_models,
             nab_only,
+            timing_only,
         } => forecast::run(&forecast::Args {
             data,
             report,
@@ -130,6 +135,7 @@ fn main() -> Result<()> {
             skip_nab,
             py_models,
             nab_only,
+            timing_only,
         }),
         Command::MirrorOverhead {
             agent,

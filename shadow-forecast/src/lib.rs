@@ -12,6 +12,7 @@ pub mod anomaly;
 pub mod baseline;
 pub mod error;
 pub mod forecaster;
+mod infer;
 pub mod lstm;
 pub mod metrics;
 pub mod model;

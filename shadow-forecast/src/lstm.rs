@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::ForecastError,
+    infer::{Dense, Encoder, Plain},
     model::{Forecast, Input, Model, QUANTILES},
     window::{Layout, Scaler},
 };
@@ -101,6 +102,17 @@ impl Net {
     }
 }
 
+impl Net {
+    /// The weights copied out for [`Plain::forward`].
+    fn plain(&self) -> Result<Plain, ForecastError> {
+        Ok(Plain {
+            encoder: Encoder::from_lstm(&self.lstm)?,
+            dec1: Dense::from_linear(&self.dec1)?,
+            dec2: Dense::from_linear(&self.dec2)?,
+        })
+    }
+}
+
 /// What is saved next to the weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meta {
@@ -117,7 +129,9 @@ struct Meta {
 pub struct LstmModel {
     pub config: LstmConfig,
     device: Device,
-    trained: Option<(Meta, Net)>,
+    /// The burn network (for training and saving) and its plain copy (for
+    /// serving; see [`crate::infer`]).
+    trained: Option<(Meta, Net, Plain)>,
 }
 
 /// One batch of inputs as flat vectors.
@@ -143,7 +157,7 @@ impl LstmModel {
     pub fn training_summary(&self) -> Option<(usize, f64)> {
         self.trained
             .as_ref()
-            .map(|(m, _)| (m.epochs_run, m.val_loss))
+            .map(|(m, _, _)| (m.epochs_run, m.val_loss))
     }
 
     /// The layout used for a history of `n` points: the season is dropped
@@ -326,12 +340,28 @@ impl Model for LstmModel {
             epochs_run: epochs,
             val_loss: best_loss,
         };
-        self.trained = Some((meta, best));
+        let plain = best.plain()?;
+        self.trained = Some((meta, best, plain));
         Ok(())
     }
 
     fn forecast(&self, input: &Input<'_>, horizon: usize) -> Result<Forecast, ForecastError> {
-        let Some((meta, net)) = &self.trained else {
+        let (meta, enc, dec) = self.prepare(input, horizon)?;
+        let (_, _, plain) = self.trained.as_ref().expect("prepared");
+        let out = plain.forward(&enc, &dec, meta.layout.decoder_features());
+        Ok(Self::denormalised(meta, input, horizon, &out))
+    }
+}
+
+impl LstmModel {
+    /// Checks the input and builds the encoder and decoder rows of one
+    /// forecast from its end.
+    fn prepare(
+        &self,
+        input: &Input<'_>,
+        horizon: usize,
+    ) -> Result<(&Meta, Vec<f32>, Vec<f32>), ForecastError> {
+        let Some((meta, _, _)) = &self.trained else {
             return Err(ForecastError::Model {
                 model: "lstm".into(),
                 reason: "not trained".into(),
@@ -367,6 +397,34 @@ impl Model for LstmModel {
         let (mut enc, mut dec) = (Vec::new(), Vec::new());
         l.encoder(&z, zr.as_deref(), start, input.step, o, &mut enc);
         l.decoder(&z, start, input.step, o, horizon, &mut dec);
+        Ok((meta, enc, dec))
+    }
+
+    fn denormalised(meta: &Meta, input: &Input<'_>, horizon: usize, out: &[f32]) -> Forecast {
+        let q = |k: usize| {
+            (0..horizon)
+                .map(|h| meta.scaler.denorm(out[h * 3 + k]))
+                .collect()
+        };
+        Forecast {
+            start: input.time(input.len()),
+            step: input.step,
+            p10: q(0),
+            p50: q(1),
+            p90: q(2),
+        }
+    }
+
+    /// The same forecast evaluated by burn on the model's device: what
+    /// [`crate::infer`] is checked against.
+    pub fn forecast_with_burn(
+        &self,
+        input: &Input<'_>,
+        horizon: usize,
+    ) -> Result<Forecast, ForecastError> {
+        let (meta, enc, dec) = self.prepare(input, horizon)?;
+        let (_, net, _) = self.trained.as_ref().expect("prepared");
+        let l = meta.layout;
         let e = Tensor::<3>::from_data(
             TensorData::new(enc, [1, l.window, l.encoder_features()]),
             &self.device,
@@ -383,18 +441,7 @@ impl Model for LstmModel {
                 model: "lstm".into(),
                 reason: format!("{e:?}"),
             })?;
-        let q = |k: usize| {
-            (0..horizon)
-                .map(|h| meta.scaler.denorm(out[h * 3 + k]))
-                .collect()
-        };
-        Ok(Forecast {
-            start: input.time(input.len()),
-            step: input.step,
-            p10: q(0),
-            p50: q(1),
-            p90: q(2),
-        })
+        Ok(Self::denormalised(meta, input, horizon, &out))
     }
 }
 
@@ -405,7 +452,7 @@ impl LstmModel {
             path: dir.display().to_string(),
             reason,
         };
-        let (meta, net) = self
+        let (meta, net, _) = self
             .trained
             .as_ref()
             .ok_or_else(|| err("not trained".into()))?;
@@ -429,10 +476,11 @@ impl LstmModel {
         let net = Net::new(&meta.layout, meta.config.hidden, &device)
             .try_load_file(dir.join("lstm.bpk"))
             .map_err(|e| err(format!("{e:?}")))?;
+        let plain = net.plain()?;
         Ok(Self {
             config: meta.config.clone(),
             device,
-            trained: Some((meta, net)),
+            trained: Some((meta, net, plain)),
         })
     }
 }

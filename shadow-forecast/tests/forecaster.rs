@@ -209,3 +209,36 @@ fn a_related_series_is_accepted_and_then_required() {
         "trained with a related series, asked without"
     );
 }
+
+#[test]
+fn the_plain_serving_path_matches_burn() {
+    // Serving copies the weights out of burn (shadow_forecast::infer); both
+    // must give the same forecast, with and without a related series.
+    let r = synthetic(DAY * 20, 9);
+    let y: Vec<f64> = r.iter().map(|v| 0.5 * v + 3.0).collect();
+    for related in [false, true] {
+        let inp = || {
+            let i = input(&y);
+            if related { i.with_related(&r) } else { i }
+        };
+        let mut lstm = LstmModel::new(LstmConfig {
+            epochs: 2,
+            ..small_lstm()
+        });
+        lstm.fit(&inp()).unwrap();
+        let plain = lstm.forecast(&inp(), DAY).unwrap();
+        let burn = lstm.forecast_with_burn(&inp(), DAY).unwrap();
+        for (name, a, b) in [
+            ("p10", &plain.p10, &burn.p10),
+            ("p50", &plain.p50, &burn.p50),
+            ("p90", &plain.p90, &burn.p90),
+        ] {
+            for (h, (a, b)) in a.iter().zip(b.iter()).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "related={related} {name}[{h}]: plain {a} vs burn {b}"
+                );
+            }
+        }
+    }
+}
