@@ -23,6 +23,11 @@ Models and settings
   is fixed before every fit.
 * Everything runs single-threaded (statsforecast's n_jobs=1 equivalent: we
   call the models directly, one fit at a time).
+* Each fit runs in a forked child and is stopped after ``--fit-timeout``
+  seconds (default 600); the split is then recorded with the error "timed
+  out", never silently dropped. statsforecast's AutoARIMA can run for hours
+  on some series even with the restriction below (ec2_cpu_utilization_53ea38
+  gave no result in 20 minutes here).
 
 AutoARIMA with long seasons (season 288)
 ----------------------------------------
@@ -141,6 +146,44 @@ def load_splits(path):
 
 class SkipModel(Exception):
     """Raised for a model that does not apply to a split (recorded as error)."""
+
+
+class FitTimeout(Exception):
+    """A fit that gave no result within --fit-timeout (recorded as error)."""
+
+
+def run_limited(timeout, fn, *args):
+    """fn(*args) in a forked child, stopped after ``timeout`` seconds (no limit
+    when timeout <= 0). Exceptions in the child are raised again here."""
+    if timeout <= 0:
+        return fn(*args)
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+
+    def child():
+        try:
+            send.send(("ok", fn(*args)))
+        except SkipModel as e:
+            send.send(("skip", str(e)))
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            send.send(("error", f"{type(e).__name__}: {e}"))
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    try:
+        if not recv.poll(timeout):
+            raise FitTimeout(f"timed out: no result after {timeout:g} s (stopped)")
+        kind, value = recv.recv()
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+    if kind == "ok":
+        return value
+    if kind == "skip":
+        raise SkipModel(value)
+    raise RuntimeError(value)
 
 
 def make_statsforecast_model(name, season, arima_full_seasonal):
@@ -266,6 +309,9 @@ def parse_args(argv):
                    help="let AutoARIMA search seasonal AR/MA orders even when "
                         "season > %d (very slow and memory-hungry for long "
                         "seasons)" % ARIMA_SEASONAL_ARMA_MAX_SEASON)
+    p.add_argument("--fit-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="stop a fit after this long and record it as timed out "
+                        "(default %(default)s; 0 for no limit)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress lines on stderr")
     args = p.parse_args(argv)
@@ -304,7 +350,8 @@ def main(argv=None):
                 error = None
                 p10 = p50 = p90 = []
                 try:
-                    p10, p50, p90 = run_one(model, s, origin, args.arima_full_seasonal)
+                    p10, p50, p90 = run_limited(args.fit_timeout, run_one, model, s,
+                                                origin, args.arima_full_seasonal)
                 except SkipModel as e:
                     error = str(e)
                 except Exception as e:  # a failing model is recorded, never dropped

@@ -52,6 +52,9 @@ pub struct Args {
     pub nab_only: bool,
     /// Only the LSTM timing (its own report, no backtests).
     pub timing_only: bool,
+    /// Seconds one statsforecast/Prophet fit may take before it is stopped
+    /// and recorded as timed out.
+    pub py_fit_timeout: f64,
 }
 
 /// Selection warm-up folds before the first test fold.
@@ -86,8 +89,15 @@ pub fn run(args: &Args) -> Result<()> {
         let mut s = String::from("# Residual anomaly detector under NAB's scorer\n\n");
         let _ = writeln!(
             s,
-            "Command: `shadow-bench forecast --nab-only --data {}`.\n",
-            args.data.display()
+            "Command: `cargo xtask bench-forecast --data {}{} -- --nab-only{} --report {}`.\n",
+            args.data.display(),
+            args.nab_repo
+                .as_ref()
+                .map_or(String::new(), |r| format!(" --nab-repo {}", r.display())),
+            args.only
+                .as_ref()
+                .map_or(String::new(), |o| format!(" --only {o}")),
+            args.report.display()
         );
         render_nab(&mut s, &nab);
         std::fs::write(&args.report, s)
@@ -121,7 +131,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     // The Python baselines run on the other core while ours are evaluated.
     let python = if args.python {
-        Some(start_python(&cases, &args.py_models)?)
+        Some(start_python(&cases, &args.py_models, args.py_fit_timeout)?)
     } else {
         None
     };
@@ -139,16 +149,25 @@ pub fn run(args: &Args) -> Result<()> {
         let (results, chosen) = evaluate(case, args, &mut seconds, &plots)?;
         all.push((case.rel.clone(), results, chosen));
     }
-    if let Some(py) = python {
-        finish_python(py, &cases, &mut all, &mut seconds)?;
-    }
+    let py_errors = match python {
+        Some(py) => finish_python(py, &cases, &mut all, &mut seconds)?,
+        None => Vec::new(),
+    };
     let timing = lstm_timing(&cases, args)?;
     let nab = if args.skip_nab {
         None
     } else {
         Some(nab_detection(&cases, args)?)
     };
-    let report = render(args, &cases, &all, &seconds, &timing, nab.as_ref());
+    let report = render(
+        args,
+        &cases,
+        &all,
+        &seconds,
+        &timing,
+        nab.as_ref(),
+        &py_errors,
+    );
     std::fs::write(&args.report, report)
         .with_context(|| format!("writing {}", args.report.display()))?;
     eprintln!("report: {}", args.report.display());
@@ -400,7 +419,7 @@ struct PythonRun {
     out: PathBuf,
 }
 
-fn start_python(cases: &[Case], models: &[String]) -> Result<PythonRun> {
+fn start_python(cases: &[Case], models: &[String], fit_timeout: f64) -> Result<PythonRun> {
     let py = ensure_venv()?;
     let series: Vec<Value> = cases
         .iter()
@@ -432,7 +451,9 @@ fn start_python(cases: &[Case], models: &[String]) -> Result<PythonRun> {
     cmd.args(["bench/python/baselines.py", "--splits"])
         .arg(&splits)
         .arg("--out")
-        .arg(&out);
+        .arg(&out)
+        .arg("--fit-timeout")
+        .arg(fit_timeout.to_string());
     if !models.is_empty() {
         cmd.arg("--models").arg(models.join(","));
     }
@@ -448,7 +469,7 @@ fn finish_python(
     cases: &[Case],
     all: &mut [(String, Results, BTreeMap<String, String>)],
     seconds: &mut BTreeMap<String, f64>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     eprintln!(
         "waiting for statsforecast and Prophet (progress: {})",
         run.out.with_file_name("baselines.log").display()
@@ -462,6 +483,7 @@ fn finish_python(
     }
     let out = run.out;
     let v: Value = serde_json::from_slice(&std::fs::read(&out)?)?;
+    let mut errors = Vec::new();
     for r in v["results"]
         .as_array()
         .context("forecasts.json: no results")?
@@ -483,8 +505,9 @@ fn finish_python(
             .1
             .entry(format!("py:{model}"))
             .or_insert_with(|| vec![None; case.origins.len() - WARMUP]);
-        if !r["error"].is_null() {
-            eprintln!("  {name} {model} @{origin}: {}", r["error"]);
+        if let Some(e) = r["error"].as_str() {
+            eprintln!("  {name} {model} @{origin}: {e}");
+            errors.push(format!("{name} {model} at origin {origin}: {e}"));
             continue;
         }
         let q = |k: &str| -> Vec<f64> {
@@ -505,7 +528,7 @@ fn finish_python(
             scale: metrics::naive_scale(&case.series.values[..origin], case.season),
         });
     }
-    Ok(())
+    Ok(errors)
 }
 
 /// bench/.venv with statsforecast and Prophet, created on first use.
@@ -637,6 +660,7 @@ struct Nab {
 fn nab_detection(cases: &[Case], args: &Args) -> Result<Nab> {
     let out = PathBuf::from("target/forecast-bench/nab-results");
     let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(out.with_file_name("nab-raw"));
     let mut files = 0;
     let mut flagged = 0;
     for case in cases.iter().filter(|c| c.rel.starts_with("nab/")) {
@@ -676,12 +700,26 @@ fn nab_detection(cases: &[Case], args: &Args) -> Result<Nab> {
             let _ = writeln!(
                 csv,
                 "{ts},{value},{:.6}",
-                obs.get(i).map_or(0.0, |o| o.score)
+                obs.get(i).map_or(0.0, |o| o.alert)
             );
         }
         let path = out.join(rel);
         std::fs::create_dir_all(path.parent().expect("nested"))?;
         std::fs::write(&path, csv)?;
+        // The detector's raw view per grid point, for tuning it offline.
+        let mut raw = String::from("index,excess,anomalous,score\n");
+        for (i, o) in obs.iter().enumerate() {
+            let _ = writeln!(
+                raw,
+                "{i},{:.4},{},{:.6}",
+                o.excess,
+                u8::from(o.anomalous),
+                o.score
+            );
+        }
+        let raw_path = out.with_file_name("nab-raw").join(rel);
+        std::fs::create_dir_all(raw_path.parent().expect("nested"))?;
+        std::fs::write(&raw_path, raw)?;
         files += 1;
     }
     let Some(repo) = &args.nab_repo else {
@@ -749,6 +787,7 @@ fn render(
     seconds: &BTreeMap<String, f64>,
     timing: &Option<Timing>,
     nab: Option<&Nab>,
+    py_errors: &[String],
 ) -> String {
     let mut models: Vec<String> = vec![
         "shadow".into(),
@@ -774,10 +813,24 @@ fn render(
         args.data.display(),
         args.folds,
         args.epochs,
-        args.nab_repo
-            .as_ref()
-            .map(|p| format!(" --nab-repo {}", p.display()))
-            .unwrap_or_default(),
+        [
+            args.nab_repo
+                .as_ref()
+                .map(|p| format!(" --nab-repo {}", p.display()))
+                .unwrap_or_default(),
+            if args.skip_nab {
+                " --skip-nab".into()
+            } else {
+                String::new()
+            },
+            if args.py_models.is_empty() {
+                String::new()
+            } else {
+                format!(" --py-models {}", args.py_models.join(","))
+            },
+            format!(" --py-fit-timeout {}", args.py_fit_timeout),
+        ]
+        .concat(),
         args.folds,
         format_timestamp(
             std::time::SystemTime::now()
@@ -832,10 +885,21 @@ fn render(
         .count();
     let _ = writeln!(
         s,
-        "\nSeries with every model scored: {} of {}.\n\n## Goals\n",
+        "\nSeries with every model scored: {} of {}; a series where any model lacks a fold is left out of the means.",
         complete.len(),
         cases.len()
     );
+    if !py_errors.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nstatsforecast/Prophet fits with no result ({}):\n",
+            py_errors.len()
+        );
+        for e in py_errors {
+            let _ = writeln!(s, "- {e}");
+        }
+    }
+    let _ = writeln!(s, "\n## Goals\n");
     if let (Some((bm, bv)), Some(ours)) = (best_baseline, means.get("shadow")) {
         let gain = 100.0 * (1.0 - ours / bv);
         let _ = writeln!(
@@ -929,7 +993,7 @@ fn render(
 fn render_nab(s: &mut String, n: &Nab) {
     let _ = writeln!(
         s,
-        "## Residual anomaly detector under NAB's scorer\n\n{} NAB files streamed (probation 15 %, retrained daily on seasonal naive/ETS/MSTL with flagged stretches weighted out, re-forecast every 6 h); {} points flagged.\n",
+        "## Residual anomaly detector under NAB's scorer\n\n{} NAB files streamed (probation 15 %, retrained daily on seasonal naive/ETS/MSTL with flagged stretches weighted out, re-forecast every 6 h); {} points flagged. The score NAB sees is the detector's `alert`: how unusual the mean excess over the last 6 points is against the series' own long-run distribution of it (log-scaled Gaussian tail probability, like Numenta's anomaly likelihood), given at each excursion's rising edge and 0 while it lasts.\n",
         n.files, n.flagged
     );
     match &n.scores {

@@ -86,6 +86,10 @@ enum Command {
         /// path vs burn's forward on the same model).
         #[arg(long)]
         timing_only: bool,
+        /// Seconds one statsforecast/Prophet fit may take; it is then
+        /// stopped and recorded as timed out (0: no limit).
+        #[arg(long, default_value_t = 600.0)]
+        py_fit_timeout: f64,
     },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
@@ -123,6 +127,7 @@ fn main() -> Result<()> {
             py_models,
             nab_only,
             timing_only,
+            py_fit_timeout,
         } => forecast::run(&forecast::Args {
             data,
             report,
@@ -136,6 +141,7 @@ fn main() -> Result<()> {
             py_models,
             nab_only,
             timing_only,
+            py_fit_timeout,
         }),
         Command::MirrorOverhead {
             agent,

@@ -171,6 +171,7 @@ mod tests {
             window: 3,
             min_outside: 2,
             margin: 1,
+            ..DetectorConfig::default()
         };
         let mut w = Watch::new(cfg);
         let f = flat(0, 10);
