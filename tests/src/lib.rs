@@ -125,6 +125,12 @@ impl Agent {
 
     /// Starts the agent in `dir`, keeping whatever an earlier agent left there.
     pub fn start_in(dir: PathBuf) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Agent::start_in`] with extra command-line arguments (models go to
+    /// `dir/forecast`, the control socket is `dir/control.sock`).
+    pub fn start_with(dir: PathBuf, extra: &[&str]) -> Self {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
@@ -145,6 +151,7 @@ impl Agent {
                 .arg(dir.join("forecast"))
                 .arg("--control-socket")
                 .arg(dir.join("control.sock"))
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(log),
         );

@@ -6,65 +6,29 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
-use shadow_proxy::agent::Ready;
-use shadow_tests::{Proc, built_binary, kernel_test};
+use shadow_tests::{Agent, built_binary, kernel_test};
 
 const METRIC: &str = "host.cpu_utilisation";
 
-fn start(dir: &Path) -> (Proc, String) {
-    let ready = dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("agent.log"))
-        .unwrap();
-    let mut cmd = Command::new(built_binary("shadow-proxy"));
-    cmd.args(["--admin", "127.0.0.1:0", "--interval", "200ms"])
-        .arg("--pid-file")
-        .arg(dir.join("agent.pid"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .arg("--control-socket")
-        .arg(dir.join("control.sock"))
-        .arg("--forecast-dir")
-        .arg(dir.join("models"))
-        .args([
+fn start(dir: &Path) -> Agent {
+    let metrics = format!("{METRIC},host.memory_utilisation");
+    Agent::start_with(
+        dir.to_path_buf(),
+        &[
             "--forecast-step",
             "1s",
             "--forecast-horizon",
             "3",
             "--forecast-models",
             "seasonal_naive,ets",
-        ])
-        .args([
             "--forecast-metrics",
-            &format!("{METRIC},host.memory_utilisation"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(log);
-    let mut proc = Proc::spawn("shadow-proxy", &mut cmd);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = std::fs::read_to_string(&ready).map(|t| serde_json::from_str::<Ready>(&t))
-            && let Ok(r) = r
-        {
-            return (proc, r.admin.to_string());
-        }
-        if let Some(status) = proc.child.try_wait().unwrap() {
-            panic!("agent exited with {status}:\n{}", log_of(dir));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent not ready:\n{}",
-            log_of(dir)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            &metrics,
+        ],
+    )
 }
 
 fn log_of(dir: &Path) -> String {
@@ -112,7 +76,7 @@ fn telemetry_only_agent_trains_serves_exports_and_restarts_warm() {
         std::env::temp_dir().join(format!("shadow-test-forecast-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut agent, admin) = start(&dir);
+    let mut agent = start(&dir);
 
     let (answer, refusals) = wait_forecast(&dir, Duration::from_secs(40));
     assert!(
@@ -137,10 +101,6 @@ fn telemetry_only_agent_trains_serves_exports_and_restarts_warm() {
         "{list:?}"
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     // The poller exports what was published by its last interval.
     let exported = |page: &str, (start, end): &(&str, &str)| {
         page.lines()
@@ -153,10 +113,7 @@ fn telemetry_only_agent_trains_serves_exports_and_restarts_warm() {
     ];
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let page = rt
-            .block_on(shadow_proxy::client::get(&admin, "/metrics"))
-            .expect("metrics page");
-        let page = String::from_utf8_lossy(&page).into_owned();
+        let page = agent.get("/metrics");
         let missing: Vec<_> = wants.iter().filter(|w| !exported(&page, w)).collect();
         if missing.is_empty() {
             break;
@@ -167,22 +124,19 @@ fn telemetry_only_agent_trains_serves_exports_and_restarts_warm() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let api = rt
-        .block_on(shadow_proxy::client::get(
-            &admin,
-            &format!("/api/v1/forecast/{METRIC}?horizon=2"),
-        ))
-        .expect("admin JSON");
+    let api = agent.get(&format!("/api/v1/forecast/{METRIC}?horizon=2"));
     assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&api).unwrap()["points"]
+        serde_json::from_str::<serde_json::Value>(&api).unwrap()["points"]
             .as_array()
             .map(Vec::len),
         Some(2)
     );
 
-    let status = agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(15));
+    let status = agent
+        .proc
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(15));
     assert!(status.success(), "{status}\n{}", log_of(&dir));
-    let saved = dir.join("models").join(METRIC);
+    let saved = dir.join("forecast").join(METRIC);
     assert!(
         saved.join("forecaster.json").exists() && saved.join("history.csv").exists(),
         "model and grid saved in {}",
@@ -197,7 +151,7 @@ fn telemetry_only_agent_trains_serves_exports_and_restarts_warm() {
     };
     let before = trained(&log_of(&dir));
     assert_eq!(before, 1, "{}", log_of(&dir));
-    let (_agent, _) = start(&dir);
+    let _agent = start(&dir);
     let (answer, _) = wait_forecast(&dir, Duration::from_secs(3));
     assert_eq!(answer["points"].as_array().map(Vec::len), Some(3));
     let log = log_of(&dir);
