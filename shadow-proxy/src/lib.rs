@@ -1,22 +1,22 @@
-//! shadow's agent: kernel telemetry today; traffic shadowing, diffing and
-//! forecasting build on it. See ARCHITECTURE.md for the data flow.
+//! shadow's agent, one module per box of ARCHITECTURE.md. Dependencies
+//! point one way (`cargo xtask test` checks it):
+//!
+//! util, metrics -> kernel, host, http -> capture -> diff -> replay ->
+//! forecast -> api -> config -> agent
+//!
+//! Provisioning, failover and the inline proxy will sit between replay and
+//! api; the dashboard's routes in api.
 
-pub mod admin;
 pub mod agent;
+pub mod api;
 pub mod capture;
-pub mod client;
 pub mod config;
-pub mod control;
 pub mod diff;
-pub mod duration;
 pub mod forecast;
-pub mod hist;
-pub mod history;
 pub mod host;
 pub mod http;
-pub mod lifecycle;
+pub mod kernel;
 pub mod metrics;
 pub mod replay;
-pub mod stats;
-pub mod telemetry;
 pub mod top;
+pub mod util;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use shadow_common::hist::bucket_upper_bound;
 
-use crate::{agent::View, hist::Hist};
+use crate::kernel::{hist::Hist, view::View};
 
 /// Rows shown per table.
 const ROWS: usize = 8;
@@ -175,7 +175,7 @@ pub fn bars(o: &mut String, h: &Hist) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::snapshot::BlockSeries;
+    use crate::kernel::snapshot::BlockSeries;
     use shadow_common::Log2Hist;
 
     #[test]

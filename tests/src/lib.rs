@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shadow_proxy::agent::{Ready, View};
+use shadow_proxy::{agent::Ready, kernel::view::View};
 
 pub const SKIP_VAR: &str = "SHADOW_SKIP_KERNEL_TESTS";
 
@@ -192,7 +192,7 @@ impl Agent {
     pub fn get(&self, path: &str) -> String {
         let body = self
             .rt
-            .block_on(shadow_proxy::client::get(&self.admin, path))
+            .block_on(shadow_proxy::api::client::get(&self.admin, path))
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         String::from_utf8(body.to_vec()).expect("utf-8 body")
     }
@@ -205,7 +205,7 @@ impl Agent {
     /// A view published after this call (so it includes everything done
     /// before it).
     pub fn fresh_view(&self) -> View {
-        let t0 = shadow_proxy::agent::unix_ms();
+        let t0 = shadow_proxy::util::unix_ms();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let v = self.view();
@@ -241,7 +241,7 @@ impl Drop for Agent {
 pub fn shadow_programs_loaded() -> usize {
     let out = sh("bpftool", &["-j", "prog", "show"]);
     let progs: Vec<serde_json::Value> = serde_json::from_str(&out).expect("bpftool JSON");
-    let ours = shadow_proxy::telemetry::TRACEPOINTS.map(|(p, _, _)| p);
+    let ours = shadow_proxy::kernel::TRACEPOINTS.map(|(p, _, _)| p);
     progs
         .iter()
         .filter(|p| p["type"] == "tracepoint")

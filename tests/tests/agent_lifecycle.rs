@@ -22,7 +22,7 @@ fn sigterm_and_sigint_detach_every_program() {
         return;
     };
     let baseline = shadow_programs_loaded();
-    let programs = shadow_proxy::telemetry::TRACEPOINTS.len();
+    let programs = shadow_proxy::kernel::TRACEPOINTS.len();
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let mut agent = Agent::start("lifecycle");
         assert_eq!(

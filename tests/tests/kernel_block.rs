@@ -71,7 +71,7 @@ fn o_direct_io_on_a_loop_device_gives_matching_counts_and_bytes() {
 
     let agent = Agent::start("block");
     let before = agent.fresh_view();
-    let count = |v: &shadow_proxy::agent::View, op: &str| {
+    let count = |v: &shadow_proxy::kernel::view::View, op: &str| {
         v.kernel.block(&name, op).map_or((0, 0, 0), |b| {
             (b.size_bytes.count(), b.size_bytes.sum, b.latency_ns.count())
         })

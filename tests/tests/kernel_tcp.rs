@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use shadow_proxy::agent::View;
+use shadow_proxy::kernel::view::View;
 use shadow_tests::{Agent, NetnsPair, kernel_test, sh, tcp_send, tcp_server};
 
 const CONNS: u64 = 20;

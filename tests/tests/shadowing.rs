@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde_json::Value;
-use shadow_proxy::control::MirrorStatus;
+use shadow_proxy::replay::control::MirrorStatus;
 use shadow_tests::{Proc, built_binary, kernel_test, sh};
 
 /// One namespace with loopback up, deleted on drop.
@@ -655,7 +655,7 @@ fn a_planted_regression_is_reported_and_nothing_else() {
     let summary = loop {
         let out = m.shadowctl(&["diff", "summary", "--json"]);
         assert!(out.status.success(), "{out:?}");
-        let v: Vec<shadow_proxy::control::DiffSummary> =
+        let v: Vec<shadow_proxy::replay::control::DiffSummary> =
             serde_json::from_slice(&out.stdout).unwrap();
         let compared: u64 = v[0]
             .targets
@@ -707,7 +707,8 @@ fn a_planted_regression_is_reported_and_nothing_else() {
     let mark = m.shadowctl(&["diff", "noise", "web", "GET /cart/{id}", "$.items[*].price"]);
     assert!(mark.status.success(), "{mark:?}");
     let out = m.shadowctl(&["diff", "summary", "--json"]);
-    let v: Vec<shadow_proxy::control::DiffSummary> = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Vec<shadow_proxy::replay::control::DiffSummary> =
+        serde_json::from_slice(&out.stdout).unwrap();
     let verdict = &v[0].targets.values().next().unwrap().verdict;
     assert!(
         matches!(verdict, shadow_proxy::diff::noise::Verdict::Healthy { .. }),

@@ -3,6 +3,7 @@
 //! runs the checks and tests, the demo and the benchmarks.
 
 mod demo;
+mod imports;
 mod setup;
 mod util;
 
@@ -37,6 +38,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         admin: String,
     },
+    /// Check the agent's import rule (boxes depend one way, no cycles).
+    CheckImports,
     /// Check that the forecaster's GPU backend (wgpu) compiles. It needs no
     /// system libraries; CUDA's build downloads LLVM, so it is not checked.
     CheckGpu,
@@ -86,6 +89,7 @@ fn main() -> Result<()> {
         Command::Demo { duration, admin } => demo::run(duration, &admin),
         Command::Bench { seconds, rounds } => bench(seconds, rounds),
         Command::Fuzz { seconds } => fuzz(seconds),
+        Command::CheckImports => check_imports(),
         Command::CheckGpu => util::step("check the forecaster's GPU feature (wgpu)", || {
             util::cargo(&["check", "-p", "shadow-forecast", "--features", "wgpu"])
         }),
@@ -105,6 +109,7 @@ fn test() -> Result<()> {
     util::step("rustfmt", || {
         util::cargo(&["fmt", "--all", "--", "--check"])
     })?;
+    util::step("import rule (shadow-proxy boxes)", check_imports)?;
     util::step("clippy (user space)", || {
         util::cargo(&[
             "clippy",
@@ -151,6 +156,16 @@ fn test() -> Result<()> {
         util::cargo(&["test", "--workspace", "--no-fail-fast"])
     })?;
     println!("all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn check_imports() -> Result<()> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shadow-proxy/src");
+    let n = imports::check(&src)?;
+    println!(
+        "    {n} references between boxes, all in order ({})",
+        imports::order_line()
+    );
     Ok(())
 }
 

@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use shadow_proxy::{
-    agent, config, duration, forecast, metrics::kernel::DEFAULT_MAX_ENDPOINT_SERIES, telemetry,
+    agent, config, forecast,
+    kernel::{self as telemetry, prometheus::DEFAULT_MAX_ENDPOINT_SERIES},
+    util::duration,
 };
 
 /// shadow's agent: attaches the kernel telemetry programs and serves

@@ -4,13 +4,13 @@ use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use shadow_proxy::{
-    agent::View,
-    client,
-    control::MirrorStatus,
-    duration,
+    api::client,
     forecast::{self, cli::OfflineError},
-    history::PerformanceData,
+    host::history::PerformanceData,
+    kernel::view::View,
+    replay::control::MirrorStatus,
     top,
+    util::duration,
 };
 
 #[derive(Debug, Parser)]
@@ -333,7 +333,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 std::io::stdout().write_all(&body)?;
                 println!();
             } else {
-                let all: Vec<shadow_proxy::control::DiffSummary> = serde_json::from_slice(&body)?;
+                let all: Vec<shadow_proxy::replay::control::DiffSummary> =
+                    serde_json::from_slice(&body)?;
                 print_diff(&all);
             }
         }
@@ -471,7 +472,7 @@ async fn forecast_cmd(
 }
 
 fn render_answer(
-    a: &forecast::api::ForecastAnswer,
+    a: &forecast::answer::ForecastAnswer,
     json: bool,
 ) -> Result<String, Box<dyn std::error::Error>> {
     Ok(if json {
@@ -500,7 +501,7 @@ fn api_error(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
-fn print_diff(all: &[shadow_proxy::control::DiffSummary]) {
+fn print_diff(all: &[shadow_proxy::replay::control::DiffSummary]) {
     use shadow_proxy::diff::noise::Verdict;
     for s in all {
         println!("{}:", s.service);

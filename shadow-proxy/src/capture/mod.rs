@@ -7,6 +7,7 @@
 //! ([`crate::http::conversation`]) and hands finished exchanges to the
 //! replayer through a bounded queue that drops (and counts) when full.
 
+pub mod config;
 pub mod packet;
 pub mod pipeline;
 pub mod reassembly;
@@ -20,7 +21,7 @@ use shadow_common::capture::{
     CaptureCounters, ServiceSampling, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, maps,
 };
 
-use crate::config::{AttachMode, CaptureConfig};
+use config::{AttachMode, CaptureConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

@@ -30,7 +30,7 @@ use super::{
 use crate::{
     http::conversation::{Conversation, Exchange, Limits},
     metrics::names,
-    stats::ServiceStats,
+    metrics::service::ServiceStats,
 };
 
 /// A finished exchange of a sampled connection, on its way to the replayer.
@@ -55,7 +55,7 @@ impl Default for PipelineConfig {
         Self {
             reassembly: ReassemblyConfig::default(),
             limits: Limits::default(),
-            perf_pages: crate::config::DEFAULT_RING_MIB * 256,
+            perf_pages: super::config::DEFAULT_RING_MIB * 256,
         }
     }
 }
@@ -277,7 +277,8 @@ pub fn spawn(
     tx: mpsc::Sender<CapturedExchange>,
     stop: Arc<AtomicBool>,
     cfg: PipelineConfig,
-) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<PipelineCounters>)> {
+    counters: Arc<PipelineCounters>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let cpus = aya::util::online_cpus().map_err(|(_, e)| e)?;
     let mut buffers = Vec::new();
     for cpu in cpus {
@@ -286,7 +287,6 @@ pub fn spawn(
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         buffers.push(buf);
     }
-    let counters = Arc::new(PipelineCounters::default());
     let mut pipeline = Pipeline {
         table: FlowTable::new(cfg.reassembly),
         convs: HashMap::new(),
@@ -294,7 +294,7 @@ pub fn spawn(
         limits: cfg.limits,
         tx,
         next_id: 0,
-        counters: counters.clone(),
+        counters,
         events: Vec::new(),
         dump: std::env::var_os("SHADOW_CAPTURE_DUMP").and_then(|p| std::fs::File::create(p).ok()),
         partial: None,
@@ -306,7 +306,7 @@ pub fn spawn(
             let _perf = perf;
             run(&mut pipeline, &mut buffers, &stop);
         })?;
-    Ok((handle, counters))
+    Ok(handle)
 }
 
 /// The capture timestamp: `PacketMeta::ts_ns`, the first field.

@@ -57,32 +57,7 @@ impl FieldDiff {
     }
 }
 
-/// What the kernel saw on the shadow's host while an exchange was
-/// answered: tells "slower because of the code" from "slower because of
-/// the disk or the network". The window is the agent's last poll interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KernelContext {
-    pub window_ms: u64,
-    pub block: Vec<BlockContext>,
-    pub shadow_rtt: Option<RttContext>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BlockContext {
-    pub device: String,
-    pub op: String,
-    pub requests: u64,
-    pub p50_ns: u64,
-    pub p99_ns: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RttContext {
-    pub endpoint: String,
-    pub samples: u64,
-    pub p50_ns: u64,
-    pub p99_ns: u64,
-}
+pub use crate::kernel::context::{BlockContext, KernelContext, RttContext};
 
 /// One side of an exchange, as the diff engine sees it.
 #[derive(Debug, Clone, Default)]

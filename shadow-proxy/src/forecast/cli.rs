@@ -18,7 +18,7 @@ use shadow_forecast::{
 };
 
 use super::{
-    api::{ForecastAnswer, parse_horizon},
+    answer::{ForecastAnswer, parse_horizon},
     format_ahead,
 };
 

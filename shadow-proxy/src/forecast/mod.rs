@@ -1,5 +1,5 @@
 //! The agent's forecasting service: shadow-forecast's models fed from the
-//! agent's [`History`](crate::history::History), served over the control
+//! agent's [`History`](crate::host::history::History), served over the control
 //! API and exported to Prometheus.
 //!
 //! Data enters from the history: each configured metric's 1 s samples are
@@ -21,7 +21,7 @@
 //! and the files in `dir`, which a restarted agent loads ([`store`]).
 //! [`cli`] is `shadowctl forecast`'s offline mode, [`table`] its output.
 
-pub mod api;
+pub mod answer;
 pub mod cli;
 pub mod export;
 pub mod resample;

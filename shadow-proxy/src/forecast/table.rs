@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use shadow_forecast::series::format_timestamp;
 
 use super::{
-    api::{ForecastAnswer, MetricStatus},
+    answer::{ForecastAnswer, MetricStatus},
     format_ahead,
     watch::AnomalyEvent,
 };

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use hyper::StatusCode;
 use shadow_forecast::Candidate;
 
-use super::{ForecastSettings, Service, api::Status, store};
+use super::{ForecastSettings, Service, answer::Status, store};
 
 const T0: i64 = 1_700_000_040; // a multiple of 60
 const STEP: i64 = 60;

@@ -124,15 +124,15 @@ pub fn lower_priority(nice: i32) {
 
 /// Wall-clock time since the epoch: bins are aligned to it.
 fn wall() -> Duration {
-    Duration::from_millis(crate::agent::unix_ms())
+    Duration::from_millis(crate::util::unix_ms())
 }
 
 fn now_s() -> i64 {
-    (crate::agent::unix_ms() / 1000) as i64
+    (crate::util::unix_ms() / 1000) as i64
 }
 
 /// The next multiple of `step` after now, as time since the epoch.
 fn next_boundary(step: Duration) -> Duration {
     let step_ms = step.as_millis().max(1) as u64;
-    Duration::from_millis((crate::agent::unix_ms() / step_ms + 1) * step_ms)
+    Duration::from_millis((crate::util::unix_ms() / step_ms + 1) * step_ms)
 }

@@ -1,15 +1,15 @@
 //! Prometheus exposition.
 //!
 //! Two sources, one page: the kernel's histograms and per-endpoint counters
-//! are rendered straight from the latest [`KernelSnapshot`] (`kernel.rs`), so
+//! are rendered straight from the latest [`KernelSnapshot`] (`crate::kernel::prometheus`), so
 //! their buckets are exactly the kernel's log2 buckets with exact sums; the
 //! agent's own counters and gauges (drops, host utilisation) go through the
 //! `metrics` crate and its Prometheus recorder. Every name is in [`names`].
 //!
-//! [`KernelSnapshot`]: crate::telemetry::KernelSnapshot
+//! [`KernelSnapshot`]: crate::kernel::KernelSnapshot
 
-pub mod kernel;
 pub mod names;
+pub mod service;
 
 use std::time::Duration;
 

@@ -8,6 +8,8 @@
 //! target (round robin). The shadow's answer is kept with the live pair in
 //! a bounded ring of [`ReplayRecord`]s for the diff engine.
 
+pub mod config;
+pub mod control;
 pub mod record;
 pub mod rewrite;
 
@@ -29,7 +31,12 @@ use hyper_util::{
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::{capture::pipeline::CapturedExchange, config::ServiceConfig, stats::ServiceStats};
+use crate::{
+    capture::pipeline::CapturedExchange, kernel::context::ContextSource,
+    metrics::service::ServiceStats,
+};
+
+use config::ServiceConfig;
 
 /// Shadow response bodies beyond this are cut (and the replay counted as
 /// incomplete).
@@ -64,10 +71,6 @@ pub struct ReplayRecord {
     /// Kernel activity on this host around a differing exchange.
     pub kernel: Option<crate::diff::KernelContext>,
 }
-
-/// Looks up kernel context for a shadow target (set by the agent).
-pub type KernelContextFn =
-    Box<dyn Fn(&hyper::Uri) -> Option<crate::diff::KernelContext> + Send + Sync>;
 
 /// Diff statistics of one service: an engine (and so a verdict) per shadow
 /// target, and the fields users marked as noise.
@@ -167,9 +170,9 @@ impl ServiceReplay {
     }
 
     /// Replaces the service's rules; nothing changes when they are invalid.
-    pub fn set_rules(&self, raw: crate::config::RawRules) -> Result<(), (String, String)> {
+    pub fn set_rules(&self, raw: config::RawRules) -> Result<(), (String, String)> {
         let mut cfg = self.config();
-        crate::config::apply_rules(&mut cfg, raw)?;
+        config::apply_rules(&mut cfg, raw)?;
         *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) =
             cfg.rps_limit.map(TokenBucket::new);
         *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = cfg;
@@ -190,8 +193,9 @@ pub struct Replayer {
     /// The last live answer to each recent GET, to learn noise from live
     /// answers to repeated requests.
     live_gets: Mutex<LiveGets>,
-    /// Kernel context for differing exchanges, once the agent provides it.
-    pub kernel_context: std::sync::OnceLock<KernelContextFn>,
+    /// Kernel context for differing exchanges (the agent's views; `None`
+    /// in tests that run without a kernel).
+    kernel_context: Option<Arc<dyn ContextSource>>,
 }
 
 /// A live answer kept for comparison: status, headers, body.
@@ -209,7 +213,12 @@ const LIVE_GETS: usize = 1024;
 const LIVE_GET_BODY: usize = 64 << 10;
 
 impl Replayer {
-    pub fn new(services: HashMap<u16, Arc<ServiceReplay>>) -> Self {
+    /// `kernel_context` annotates differing exchanges with what the kernel
+    /// saw on this host (block I/O, RTT to the target).
+    pub fn new(
+        services: HashMap<u16, Arc<ServiceReplay>>,
+        kernel_context: Option<Arc<dyn ContextSource>>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -223,7 +232,7 @@ impl Replayer {
             records: Mutex::new(VecDeque::with_capacity(RECORDS)),
             recorder: Mutex::new(None),
             live_gets: Mutex::new(LiveGets::default()),
-            kernel_context: std::sync::OnceLock::new(),
+            kernel_context,
         }
     }
 
@@ -504,7 +513,7 @@ impl Replayer {
                         .record(&rec.route, item.id, &rec.diffs);
                     crate::diff::publish(&cfg.name, &rec.route, &rec.diffs);
                     if !rec.diffs.is_empty() {
-                        rec.kernel = self.kernel_context.get().and_then(|f| f(target));
+                        rec.kernel = self.kernel_context.as_ref().and_then(|k| k.context(target));
                     }
                     if noise_sample(item.id, cfg.diff.noise_fraction) {
                         // With a baseline (live version) the reference is

@@ -142,7 +142,7 @@ impl Recorder {
         let header = FileHeader {
             format: FORMAT.into(),
             version: VERSION,
-            created_ms: crate::agent::unix_ms(),
+            created_ms: crate::util::unix_ms(),
         };
         writeln!(w, "{}", serde_json::to_string(&header).unwrap_or_default()).map_err(io)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Recorded>(4096);

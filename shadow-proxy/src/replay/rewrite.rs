@@ -6,10 +6,8 @@ use bytes::Bytes;
 use hyper::{Request, Uri, header::HeaderName, header::HeaderValue};
 use sha2::{Digest, Sha256};
 
-use crate::{
-    config::{Rewrite, SampleKey, ServiceConfig},
-    http::conversation::{self, Request as Captured},
-};
+use super::config::{Rewrite, SampleKey, ServiceConfig};
+use crate::http::conversation::{self, Request as Captured};
 
 /// Methods that change state: replayed only where a rule allows them.
 pub const UNSAFE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];

@@ -8,12 +8,12 @@
 
 use std::fmt::Write as _;
 
-use crate::{
+use super::{
+    KernelSnapshot,
     hist::Hist,
-    telemetry::{KernelSnapshot, snapshot::EndpointSeries},
+    snapshot::{BlockSeries, EndpointSeries},
 };
-
-use super::names;
+use crate::metrics::names;
 
 /// Exported bucket window (inclusive kernel bucket indices) and unit scale.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +52,7 @@ type CounterFamily = (&'static str, &'static str, fn(&EndpointSeries) -> u64);
 
 /// Appends the kernel families to `out`.
 pub fn render(snapshot: &KernelSnapshot, max_endpoints: usize, out: &mut String) {
-    let block: Vec<(Vec<(&str, &str)>, &crate::telemetry::snapshot::BlockSeries)> = snapshot
+    let block: Vec<(Vec<(&str, &str)>, &BlockSeries)> = snapshot
         .block
         .iter()
         .map(|b| {

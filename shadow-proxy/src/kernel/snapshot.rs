@@ -8,7 +8,7 @@ use shadow_common::{
 };
 
 use super::devices::{DeviceNames, split_dev};
-use crate::hist::Hist;
+use super::hist::Hist;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct KernelSnapshot {

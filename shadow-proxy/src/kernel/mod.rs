@@ -5,9 +5,13 @@
 //! [`KernelSnapshot`] (plain Rust values with device names and endpoint
 //! addresses resolved), which the agent renders and keeps.
 
+pub mod context;
 pub mod devices;
+pub mod hist;
+pub mod prometheus;
 pub mod snapshot;
 pub mod tracefs;
+pub mod view;
 
 use std::os::fd::AsRawFd;
 

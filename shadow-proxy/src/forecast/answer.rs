@@ -1,17 +1,7 @@
-//! The forecast API, shared by the control socket (`/v1/forecast...`) and
-//! the admin port (`/api/v1/forecast...`, read-only like everything there).
-//!
-//! | path | answer |
-//! |---|---|
-//! | `GET /v1/forecast` | [`MetricStatus`] per metric: model, reason, trained_until, status, anomaly state |
-//! | `GET /v1/forecast/{metric}?horizon=N\|30m` | [`ForecastAnswer`]: model, reason and `PredictionData` points |
-//! | `GET /v1/forecast/events` | [`AnomalyEvent`](super::watch::AnomalyEvent)s, oldest first |
-//!
-//! Every answer is JSON; errors are `{"error": "..."}` with 400 (bad
-//! horizon), 404 (unknown metric), 409 (forecasting off) or 503 (no model
-//! or no forecast yet, with what is missing).
+//! What the forecast API answers: each metric's status, and a forecast
+//! cut to the horizon asked for. Routed by `crate::api::forecast`.
 
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use shadow_forecast::PredictionData;
 
@@ -151,7 +141,7 @@ pub fn parse_horizon(s: &str, step: i64, max: usize) -> Result<usize, String> {
     let n = match s.trim().parse::<usize>() {
         Ok(n) => n,
         Err(_) => {
-            let d = crate::duration::parse(s).map_err(|_| {
+            let d = crate::util::duration::parse(s).map_err(|_| {
                 format!("horizon {s:?} is not a step count or a duration (e.g. 12 or 30m)")
             })?;
             (d.as_secs_f64() / step.max(1) as f64).ceil() as usize
@@ -168,52 +158,6 @@ pub fn parse_horizon(s: &str, step: i64, max: usize) -> Result<usize, String> {
         ));
     }
     Ok(n)
-}
-
-/// Answers a `/v1/forecast...` path; `None` for any other path. `service`
-/// is `None` when forecasting is off.
-pub fn route(
-    service: Option<&Service>,
-    method: &Method,
-    path: &str,
-    query: &str,
-) -> Option<(StatusCode, Vec<u8>)> {
-    let rest = path.strip_prefix("/v1/forecast")?;
-    if !rest.is_empty() && !rest.starts_with('/') {
-        return None;
-    }
-    let fail = |code: StatusCode, m: String| reply(code, &serde_json::json!({ "error": m }));
-    if method != Method::GET {
-        return fail(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{path} is read-only (GET)"),
-        );
-    }
-    let Some(service) = service else {
-        return fail(
-            StatusCode::CONFLICT,
-            "forecasting is off (shadow-proxy runs with --no-forecast)".into(),
-        );
-    };
-    match rest.trim_end_matches('/') {
-        "" => reply(StatusCode::OK, &service.status()),
-        "/events" => reply(StatusCode::OK, &service.events()),
-        m => {
-            let metric = crate::admin::percent_decode(m.trim_start_matches('/'));
-            let horizon = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("horizon="))
-                .map(crate::admin::percent_decode);
-            match service.answer(&metric, horizon.as_deref()) {
-                Ok(a) => reply(StatusCode::OK, &a),
-                Err((code, m)) => fail(code, m),
-            }
-        }
-    }
-}
-
-fn reply<T: Serialize>(code: StatusCode, v: &T) -> Option<(StatusCode, Vec<u8>)> {
-    Some((code, serde_json::to_vec(v).unwrap_or_default()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! since the previous call into rates, and returns `(metric, value)` pairs:
 //! the series the forecaster learns from.
 
+pub mod history;
+
 use std::{collections::HashMap, path::Path, time::Instant};
 
 /// Processes reported per sample, busiest first (bounded label set).

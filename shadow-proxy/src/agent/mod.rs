@@ -1,0 +1,281 @@
+//! The agent: wires every box together, starts the background tasks in
+//! one place and stops them on SIGINT/SIGTERM.
+//!
+//! Start-up order: pid file (and leftovers of a killed run), kernel
+//! programs, classifier, control socket, metrics recorder, admin port;
+//! only then the tasks ([`tasks`]): poller, capture reader, replayer,
+//! forecast refresher and trainer, admin and control servers. At a signal
+//! one watch fires; each task ends, the poller drops the programs
+//! (detaching them) and the pid file goes.
+
+pub mod lifecycle;
+mod poller;
+pub mod tasks;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::{
+        control::{self, Api},
+        state::Shared,
+    },
+    capture::{
+        TcCapture,
+        pipeline::{self, PipelineConfig},
+    },
+    config::Config,
+    forecast::{self, ForecastSettings},
+    host::history::History,
+    kernel::{KernelTelemetry, TelemetryError, view::Views},
+    metrics::{self as m, service::ServiceStats},
+    replay::{Replayer, ServiceReplay, control::Control},
+    util::{page_size, task::Shutdown},
+};
+use lifecycle::{LifecycleError, PidFile};
+use tasks::Tasks;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub admin: SocketAddr,
+    pub interval: Duration,
+    pub pid_file: PathBuf,
+    /// Written once the programs are attached and the admin port listens.
+    pub ready_file: Option<PathBuf>,
+    pub history_len: usize,
+    pub history_max_metrics: usize,
+    pub max_endpoint_series: usize,
+    pub server_id: String,
+    /// Services to shadow; `None` runs telemetry only.
+    pub shadow: Option<Config>,
+    /// Where the control API listens (mode 0600).
+    pub control_socket: PathBuf,
+    /// Attach the per-syscall TCP byte counters.
+    pub tcp_bytes: bool,
+    /// Forecasting; `None` is `--no-forecast`.
+    pub forecast: Option<ForecastSettings>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error("kernel telemetry: {0}")]
+    Telemetry(#[from] TelemetryError),
+    #[error("admin address {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("capture: {0}")]
+    Capture(#[from] crate::capture::CaptureError),
+    #[error(transparent)]
+    Control(#[from] control::SocketError),
+    #[error("metrics recorder: {0}")]
+    Recorder(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the ready file says, for tests and the demo.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    pub admin: SocketAddr,
+    pub pid: u32,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let pid_file = PidFile::acquire(&cfg.pid_file)?;
+    let mut telemetry = KernelTelemetry::load_with(cfg.tcp_bytes)?;
+    tracing::info!("Kernel telemetry attached");
+    let (stop, shutdown) = Shutdown::new();
+    let mut tasks = Tasks::new(shutdown);
+    let views = Arc::new(Views::default());
+    let forecast = cfg
+        .forecast
+        .clone()
+        .map(|f| Arc::new(forecast::Service::new(f, cfg.server_id.clone())));
+    let shadowing = match &cfg.shadow {
+        Some(c) if !c.services.is_empty() => {
+            Some(start_shadowing(&mut telemetry, c, &views, &mut tasks)?)
+        }
+        _ => None,
+    };
+    let control = bind_control(&cfg.control_socket, shadowing.is_some())?;
+    let prometheus = m::install_recorder(cfg.interval * 30 + Duration::from_secs(30))
+        .map_err(AgentError::Recorder)?;
+    let listener = tokio::net::TcpListener::bind(cfg.admin)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: cfg.admin,
+            source,
+        })?;
+    let admin = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: cfg.admin,
+        source,
+    })?;
+    let shared = Arc::new(Shared {
+        views,
+        history: Mutex::new(History::new(
+            cfg.server_id.clone(),
+            cfg.history_len,
+            cfg.history_max_metrics,
+        )),
+        forecast: forecast.clone(),
+        prometheus,
+        max_endpoint_series: cfg.max_endpoint_series,
+    });
+    if let Some(service) = &forecast {
+        // Run just after a bin boundary, once the sample that completes it is in.
+        let delay = cfg.interval + Duration::from_millis(250);
+        tasks.start_forecast(service, &shared, delay)?;
+        tracing::info!(
+            metrics = service.settings.metrics.len(),
+            step = service.settings.step,
+            horizon = service.settings.horizon,
+            dir = %service.settings.dir.display(),
+            "Forecasting"
+        );
+    }
+    tasks.start(Box::new(tasks::Poller {
+        telemetry,
+        shared: shared.clone(),
+        cfg: cfg.clone(),
+        control: shadowing.clone(),
+    }))?;
+    if let Some(listener) = control {
+        let api = Api {
+            shadow: shadowing.clone(),
+            forecast,
+        };
+        tasks.start(Box::new(tasks::ControlServer {
+            listener,
+            api: Arc::new(api),
+        }))?;
+        tracing::info!(socket = %cfg.control_socket.display(), "Control API listening");
+    }
+    tasks.start(Box::new(tasks::AdminServer {
+        listener,
+        shared: shared.clone(),
+    }))?;
+    tracing::info!(%admin, "Serving metrics at http://{admin}/metrics");
+    if let Some(path) = &cfg.ready_file {
+        let ready = Ready {
+            admin,
+            pid: std::process::id(),
+        };
+        let body = serde_json::to_string(&ready).expect("ready serialises");
+        std::fs::write(path, body).map_err(|source| AgentError::Io {
+            what: format!("writing ready file {}", path.display()),
+            source,
+        })?;
+    }
+
+    wait_for_signal().await;
+    tracing::info!("Shutting down: detaching kernel programs");
+    let _ = stop.send(true);
+    tasks.stop().await;
+    if shadowing.is_some() || std::fs::metadata(&cfg.control_socket).is_ok() {
+        let _ = std::fs::remove_file(&cfg.control_socket);
+    }
+    drop(pid_file);
+    tracing::info!("Detached; bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("Cannot install signal handlers; exiting");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Binds the control socket. Shadowing cannot run without it; in
+/// telemetry-only mode a failure is logged and the forecasts stay on the
+/// admin port.
+fn bind_control(
+    socket: &std::path::Path,
+    required: bool,
+) -> Result<Option<tokio::net::UnixListener>, AgentError> {
+    match control::bind(socket) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if required => Err(e.into()),
+        Err(error) => {
+            tracing::warn!(%error, "Control API unavailable");
+            Ok(None)
+        }
+    }
+}
+
+/// Attaches the classifier, starts the capture thread and the replayer.
+fn start_shadowing(
+    telemetry: &mut KernelTelemetry,
+    config: &Config,
+    views: &Arc<Views>,
+    tasks: &mut Tasks,
+) -> Result<Arc<Control>, AgentError> {
+    let (mut capture, perf) = TcCapture::attach(telemetry.ebpf_mut(), &config.capture)?;
+    let mut stats = HashMap::new();
+    let mut services = HashMap::new();
+    let mut ports = Vec::new();
+    for (slot, svc) in config.services.iter().enumerate() {
+        let st = Arc::new(ServiceStats::new(&svc.name));
+        capture.set_sampling(svc.port, slot as u32, svc.per_ten_thousand)?;
+        stats.insert(svc.port, st.clone());
+        services.insert(svc.port, Arc::new(ServiceReplay::new(svc.clone(), st)));
+        ports.push((svc.name.clone(), svc.port, slot as u32));
+        tracing::info!(
+            service = %svc.name,
+            port = svc.port,
+            percent = f64::from(svc.per_ten_thousand) / 100.0,
+            targets = svc.targets.len(),
+            "Shadowing"
+        );
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(config.capture.queue);
+    let pipeline_config = PipelineConfig {
+        // A power of two as long as the page size is one (it is).
+        perf_pages: (config.capture.ring_mib << 20) / page_size(),
+        ..PipelineConfig::default()
+    };
+    let pipeline = Arc::new(pipeline::PipelineCounters::default());
+    tasks.start(Box::new(tasks::CaptureReader {
+        perf,
+        stats,
+        tx,
+        cfg: pipeline_config,
+        counters: pipeline.clone(),
+    }))?;
+    let replayer = Arc::new(Replayer::new(services, Some(views.clone())));
+    tasks.start(Box::new(tasks::ReplayLoop {
+        replayer: replayer.clone(),
+        rx,
+    }))?;
+    Ok(Arc::new(Control {
+        capture: Mutex::new(capture),
+        replayer,
+        ports,
+        pipeline,
+    }))
+}

@@ -1,0 +1,179 @@
+//! The poller: every interval it copies the kernel maps into a
+//! [`KernelSnapshot`], samples procfs, updates the `metrics` recorder,
+//! appends to the [`History`] and publishes a new [`View`].
+//!
+//! [`History`]: crate::host::history::History
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use crate::{
+    api::state::Shared,
+    host::HostSampler,
+    kernel::{KernelSnapshot, KernelTelemetry, view::View},
+    metrics::names,
+    replay::control::Control,
+    util::{self, unix_ms},
+};
+
+use super::AgentConfig;
+
+pub(super) fn poll_loop(
+    mut telemetry: KernelTelemetry,
+    shared: &Shared,
+    stop: &AtomicBool,
+    cfg: &AgentConfig,
+    control: Option<&Control>,
+) {
+    let mut host = HostSampler::new();
+    let mut previous: Option<(u64, KernelSnapshot)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let started = std::time::Instant::now();
+        telemetry.flush_logs();
+        let now = unix_ms();
+        match telemetry.snapshot() {
+            Ok(kernel) => {
+                let host_sample = host.sample();
+                publish_metrics(&kernel, &host_sample);
+                let derived = derived_series(previous.as_ref(), now, &kernel);
+                {
+                    let mut history = shared.history.lock().expect("history lock");
+                    for (metric, value) in host_sample.iter().chain(derived.iter()) {
+                        history.push(now, metric, *value);
+                    }
+                    metrics::counter!(names::HISTORY_REFUSED).absolute(history.refused);
+                }
+                let view = View {
+                    timestamp: now,
+                    server_id: cfg.server_id.clone(),
+                    kernel: kernel.clone(),
+                    host: host_sample,
+                };
+                shared.views.publish(view);
+                previous = Some((now, kernel));
+            }
+            Err(error) => {
+                metrics::counter!(names::POLL_ERRORS).increment(1);
+                tracing::warn!(%error, "Reading kernel maps failed");
+            }
+        }
+        if let Some(c) = control {
+            c.publish_metrics();
+        }
+        if let Some(f) = &shared.forecast {
+            f.publish_metrics();
+        }
+        if let Some(rss) = util::self_rss() {
+            metrics::gauge!(names::AGENT_RSS).set(rss as f64);
+        }
+        // Sleep in short steps so a stop request is seen promptly.
+        while started.elapsed() < cfg.interval && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20).min(cfg.interval));
+        }
+    }
+    telemetry.flush_logs();
+}
+
+/// Rates from the kernel counters, as forecaster series.
+fn derived_series(
+    previous: Option<&(u64, KernelSnapshot)>,
+    now: u64,
+    kernel: &KernelSnapshot,
+) -> Vec<(String, f64)> {
+    let Some((then, before)) = previous else {
+        return Vec::new();
+    };
+    let dt = now.saturating_sub(*then) as f64 / 1000.0;
+    if dt <= 0.0 {
+        return Vec::new();
+    }
+    let requests = |s: &KernelSnapshot| s.block.iter().map(|b| b.size_bytes.count()).sum::<u64>();
+    let bytes = |s: &KernelSnapshot| s.block.iter().map(|b| b.size_bytes.sum).sum::<u64>();
+    let connects = |s: &KernelSnapshot| s.endpoints.iter().map(|e| e.connections).sum::<u64>();
+    let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+    vec![
+        (
+            "block.iops".into(),
+            rate(requests(kernel), requests(before)),
+        ),
+        (
+            "block.bytes_per_second".into(),
+            rate(bytes(kernel), bytes(before)),
+        ),
+        (
+            "tcp.connections_per_second".into(),
+            rate(connects(kernel), connects(before)),
+        ),
+    ]
+}
+
+fn publish_metrics(kernel: &KernelSnapshot, host: &[(String, f64)]) {
+    for (reason, n) in kernel.drops.by_reason() {
+        metrics::counter!(names::KERNEL_DROPS, "reason" => reason).absolute(n);
+    }
+    metrics::counter!(names::KERNEL_EVENTS, "event" => "block_rq_issue")
+        .absolute(kernel.block_issued);
+    metrics::counter!(names::KERNEL_EVENTS, "event" => "tcp_probe").absolute(kernel.tcp_probes);
+    for (metric, value) in host {
+        let (name, label) = gauge_name(metric);
+        match label {
+            Some((k, v)) => metrics::gauge!(name, k => v).set(*value),
+            None => metrics::gauge!(name).set(*value),
+        }
+    }
+}
+
+/// `host.cpu_utilisation` -> `shadow_host_cpu_utilisation`;
+/// `cgroup.<name>.cpu_cores` -> `shadow_cgroup_cpu_cores{cgroup="<name>"}`.
+pub fn gauge_name(metric: &str) -> (String, Option<(&'static str, String)>) {
+    let mut parts = metric.splitn(2, '.');
+    let scope = parts.next().unwrap_or_default();
+    let rest = parts.next().unwrap_or_default();
+    match scope {
+        "cgroup" | "process" => {
+            let (name, field) = rest.rsplit_once('.').unwrap_or((rest, "value"));
+            let label = if scope == "cgroup" {
+                "cgroup"
+            } else {
+                "process"
+            };
+            (
+                format!("{}{scope}_{field}", names::HOST_GAUGE_PREFIX),
+                Some((label, name.to_owned())),
+            )
+        }
+        _ => (
+            format!("{}{}", names::HOST_GAUGE_PREFIX, metric.replace('.', "_")),
+            None,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauge_names_and_labels() {
+        assert_eq!(
+            gauge_name("host.cpu_utilisation"),
+            ("shadow_host_cpu_utilisation".into(), None)
+        );
+        assert_eq!(
+            gauge_name("cgroup.system.slice.cpu_cores"),
+            (
+                "shadow_cgroup_cpu_cores".into(),
+                Some(("cgroup", "system.slice".into()))
+            )
+        );
+        assert_eq!(
+            gauge_name("process.nginx[42].rss_bytes"),
+            (
+                "shadow_process_rss_bytes".into(),
+                Some(("process", "nginx[42]".into()))
+            )
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Every background loop of the agent as a [`Task`], and [`Tasks`], which
+//! starts them and, at shutdown, waits for each (the shutdown watch has
+//! fired by then).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use aya::maps::{MapData, PerfEventArray};
+use tokio::sync::mpsc;
+
+use super::{AgentConfig, AgentError, poller};
+use crate::{
+    api::{admin, control, state::Shared},
+    capture::pipeline::{self, CapturedExchange, PipelineConfig, PipelineCounters},
+    forecast,
+    kernel::KernelTelemetry,
+    metrics::service::ServiceStats,
+    replay::{Replayer, control::Control},
+    util::task::{Running, Shutdown, Task},
+};
+
+/// A task still running past this at shutdown is reported and left to
+/// the process exit.
+const STOP_WAIT: Duration = Duration::from_millis(1500);
+
+/// The started tasks.
+pub struct Tasks {
+    shutdown: Shutdown,
+    running: Vec<(&'static str, Running)>,
+}
+
+impl Tasks {
+    pub fn new(shutdown: Shutdown) -> Self {
+        Self {
+            shutdown,
+            running: Vec::new(),
+        }
+    }
+
+    pub fn start(&mut self, task: Box<dyn Task>) -> Result<(), AgentError> {
+        let name = task.name();
+        let running = task
+            .start(self.shutdown.clone())
+            .map_err(|source| AgentError::Io {
+                what: format!("starting {name}"),
+                source,
+            })?;
+        tracing::debug!(task = name, "Started");
+        self.running.push((name, running));
+        Ok(())
+    }
+
+    /// The forecast refresher and trainer on the shared history.
+    pub fn start_forecast(
+        &mut self,
+        service: &Arc<forecast::Service>,
+        shared: &Arc<Shared>,
+        delay: Duration,
+    ) -> Result<(), AgentError> {
+        let history = shared.clone();
+        let source: forecast::threads::Source = Arc::new(move |metric: &str| {
+            let h = history.history.lock().unwrap_or_else(|p| p.into_inner());
+            h.get(metric)
+                .into_iter()
+                .map(|p| (p.timestamp, p.value))
+                .collect()
+        });
+        let threads = forecast::threads::spawn(service, source, self.shutdown.flag(), delay)
+            .map_err(|source| AgentError::Io {
+                what: "starting the forecast threads".into(),
+                source,
+            })?;
+        // The refresher saves the grids on its way out; a running fit is
+        // left to the process exit (see forecast/threads.rs).
+        self.running
+            .push(("forecast refresher", Running::Thread(threads.refresher)));
+        drop(threads.trainer);
+        self.running.push(("forecast trainer", Running::Detached));
+        Ok(())
+    }
+
+    /// Waits for every task, newest first (servers before the loops they
+    /// read from), each at most [`STOP_WAIT`].
+    pub async fn stop(mut self) {
+        while let Some((name, running)) = self.running.pop() {
+            let ended = match running {
+                Running::Detached => continue,
+                Running::Async(handle) => tokio::time::timeout(STOP_WAIT, handle)
+                    .await
+                    .map(|r| r.is_ok()),
+                Running::Thread(handle) => {
+                    let joined = tokio::task::spawn_blocking(move || handle.join().is_ok());
+                    tokio::time::timeout(STOP_WAIT, joined)
+                        .await
+                        .map(|r| r.unwrap_or(false))
+                }
+            };
+            match ended {
+                Ok(true) => tracing::debug!(task = name, "Stopped"),
+                Ok(false) => tracing::error!(task = name, "Task panicked"),
+                Err(_) => tracing::warn!(task = name, "Task did not stop in time"),
+            }
+        }
+    }
+}
+
+/// Copies the kernel maps and host sample every interval (a thread: it
+/// owns the programs, and dropping them at the end detaches them).
+pub struct Poller {
+    pub telemetry: KernelTelemetry,
+    pub shared: Arc<Shared>,
+    pub cfg: AgentConfig,
+    pub control: Option<Arc<Control>>,
+}
+
+impl Task for Poller {
+    fn name(&self) -> &'static str {
+        "poller"
+    }
+
+    fn start(self: Box<Self>, shutdown: Shutdown) -> std::io::Result<Running> {
+        let stop = shutdown.flag();
+        let Self {
+            telemetry,
+            shared,
+            cfg,
+            control,
+        } = *self;
+        std::thread::Builder::new()
+            .name("shadow-poller".into())
+            .spawn(move || poller::poll_loop(telemetry, &shared, &stop, &cfg, control.as_deref()))
+            .map(Running::Thread)
+    }
+}
+
+/// Reads the classifier's perf buffers and rebuilds TCP and HTTP.
+pub struct CaptureReader {
+    pub perf: PerfEventArray<MapData>,
+    pub stats: HashMap<u16, Arc<ServiceStats>>,
+    pub tx: mpsc::Sender<CapturedExchange>,
+    pub cfg: PipelineConfig,
+    pub counters: Arc<PipelineCounters>,
+}
+
+impl Task for CaptureReader {
+    fn name(&self) -> &'static str {
+        "capture reader"
+    }
+
+    fn start(self: Box<Self>, shutdown: Shutdown) -> std::io::Result<Running> {
+        let s = *self;
+        pipeline::spawn(s.perf, s.stats, s.tx, shutdown.flag(), s.cfg, s.counters)
+            .map(Running::Thread)
+    }
+}
+
+/// Replays captured exchanges; ends when the capture reader (the queue's
+/// only sender) has ended, so queued exchanges are not cut off mid-way.
+pub struct ReplayLoop {
+    pub replayer: Arc<Replayer>,
+    pub rx: mpsc::Receiver<CapturedExchange>,
+}
+
+impl Task for ReplayLoop {
+    fn name(&self) -> &'static str {
+        "replayer"
+    }
+
+    fn start(self: Box<Self>, _shutdown: Shutdown) -> std::io::Result<Running> {
+        Ok(Running::Async(tokio::spawn(self.replayer.run(self.rx))))
+    }
+}
+
+pub struct AdminServer {
+    pub listener: tokio::net::TcpListener,
+    pub shared: Arc<Shared>,
+}
+
+impl Task for AdminServer {
+    fn name(&self) -> &'static str {
+        "admin server"
+    }
+
+    fn start(self: Box<Self>, shutdown: Shutdown) -> std::io::Result<Running> {
+        Ok(Running::Async(tokio::spawn(admin::serve(
+            self.listener,
+            self.shared,
+            shutdown.receiver(),
+        ))))
+    }
+}
+
+pub struct ControlServer {
+    pub listener: tokio::net::UnixListener,
+    pub api: Arc<control::Api>,
+}
+
+impl Task for ControlServer {
+    fn name(&self) -> &'static str {
+        "control server"
+    }
+
+    fn start(self: Box<Self>, shutdown: Shutdown) -> std::io::Result<Running> {
+        Ok(Running::Async(tokio::spawn(control::serve(
+            self.listener,
+            self.api,
+            shutdown.receiver(),
+        ))))
+    }
+}

@@ -1,0 +1,264 @@
+//! What the control API acts on: the attached classifier's sampling table
+//! and the replayer's per-service state. Operations return typed answers
+//! and [`ControlError`]s; `crate::api::control` only routes and renders.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Replayer,
+    config::{RawRules, percent_to_hundredths},
+    record::{RecordError, Recorder},
+};
+use crate::{
+    capture::{CaptureError, TcCapture, pipeline::PipelineCounters},
+    diff::noise::{RouteStats, Verdict},
+    metrics::{names, service::StatsView},
+};
+
+/// One service as `GET /v1/mirror` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    pub service: String,
+    pub port: u16,
+    pub percent: f64,
+    pub targets: Vec<String>,
+    pub packets_seen: u64,
+    pub packets_sampled: u64,
+    pub truncated: u64,
+    pub stats: StatsView,
+    pub coverage: Option<f64>,
+}
+
+/// One shadow target's diff state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetDiff {
+    pub verdict: Verdict,
+    pub routes: BTreeMap<String, RouteStats>,
+}
+
+/// One service's diff summary: a verdict per shadow target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffSummary {
+    pub service: String,
+    pub targets: BTreeMap<String, TargetDiff>,
+    pub marked_noise: Vec<(String, String)>,
+}
+
+/// `PUT /v1/diff/noise`'s body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkNoise {
+    pub service: String,
+    pub route: String,
+    pub path: String,
+    pub noise: bool,
+}
+
+/// Why a control operation was refused; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("unknown service {service:?} (configured: {known})")]
+    UnknownService { service: String, known: String },
+    #[error("{key} {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// The recording could not start (its path, usually): the caller's to fix.
+    #[error("{0}")]
+    RecordStart(#[source] RecordError),
+    #[error("recording: {0}")]
+    Record(#[source] RecordError),
+    #[error("the classifier's sampling table: {0}")]
+    Capture(#[source] CaptureError),
+}
+
+/// The running shadowing path, as the control API sees it.
+pub struct Control {
+    pub capture: Mutex<TcCapture>,
+    pub replayer: Arc<Replayer>,
+    /// Service name -> (port, slot in the kernel's counters).
+    pub ports: Vec<(String, u16, u32)>,
+    pub pipeline: Arc<PipelineCounters>,
+}
+
+impl Control {
+    fn service(
+        &self,
+        service: &str,
+    ) -> Result<(u16, u32, &Arc<super::ServiceReplay>), ControlError> {
+        self.ports
+            .iter()
+            .find(|(n, _, _)| n == service)
+            .and_then(|(_, port, slot)| Some((*port, *slot, self.replayer.services.get(port)?)))
+            .ok_or_else(|| ControlError::UnknownService {
+                service: service.to_owned(),
+                known: self
+                    .ports
+                    .iter()
+                    .map(|(n, _, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    pub fn status(&self) -> Vec<MirrorStatus> {
+        let capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
+        self.ports
+            .iter()
+            .filter_map(|(name, port, slot)| {
+                let svc = self.replayer.services.get(port)?;
+                let cfg = svc.cfg.read().unwrap_or_else(|p| p.into_inner());
+                let k = capture.counters(*slot).unwrap_or_default();
+                let stats = svc.stats.view();
+                Some(MirrorStatus {
+                    service: name.clone(),
+                    port: *port,
+                    percent: f64::from(cfg.per_ten_thousand) / 100.0,
+                    targets: cfg.targets.iter().map(ToString::to_string).collect(),
+                    packets_seen: k.packets_seen,
+                    packets_sampled: k.packets_sampled,
+                    truncated: k.truncated,
+                    coverage: stats.coverage(),
+                    stats,
+                })
+            })
+            .collect()
+    }
+
+    /// Publishes the per-service counters to the metrics recorder.
+    pub fn publish_metrics(&self) {
+        for s in self.status() {
+            let l = [("service", s.service.clone())];
+            metrics::counter!(names::CAPTURE_PACKETS_SEEN, &l).absolute(s.packets_seen);
+            metrics::counter!(names::CAPTURE_PACKETS_SAMPLED, &l).absolute(s.packets_sampled);
+            metrics::gauge!(names::MIRROR_PERCENT, &l).set(s.percent);
+            if let Some(c) = s.coverage {
+                metrics::gauge!(names::COVERAGE, &l).set(c);
+            }
+        }
+    }
+
+    pub fn diff_summary(&self) -> Vec<DiffSummary> {
+        self.ports
+            .iter()
+            .filter_map(|(name, port, _)| {
+                let svc = self.replayer.services.get(port)?;
+                let d = svc.diff.lock().unwrap_or_else(|p| p.into_inner());
+                let mut targets = BTreeMap::new();
+                let mut regressed = 0usize;
+                for (target, e) in &d.targets {
+                    let verdict = e.verdict();
+                    if let Verdict::Regressed { regressions } = &verdict {
+                        regressed += regressions.len();
+                    }
+                    targets.insert(
+                        target.clone(),
+                        TargetDiff {
+                            verdict,
+                            routes: e.routes.clone(),
+                        },
+                    );
+                }
+                metrics::gauge!(names::DIFF_REGRESSIONS, "service" => name.clone())
+                    .set(regressed as f64);
+                Some(DiffSummary {
+                    service: name.clone(),
+                    targets,
+                    marked_noise: d.marked.iter().cloned().collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Marks or unmarks a field as noise; answers the generic path stored.
+    pub fn mark_noise(&self, m: &MarkNoise) -> Result<String, ControlError> {
+        let (_, _, svc) = self.service(&m.service)?;
+        let path = crate::diff::json::generic_path(&m.path);
+        svc.diff.lock().unwrap_or_else(|p| p.into_inner()).mark(
+            m.route.clone(),
+            path.clone(),
+            m.noise,
+        );
+        Ok(path)
+    }
+
+    pub fn start_recording(&self, path: &Path) -> Result<(), ControlError> {
+        let mut slot = self
+            .replayer
+            .recorder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return Err(ControlError::Conflict("a recording is already running"));
+        }
+        let mut redact: Vec<String> = Vec::new();
+        for svc in self.replayer.services.values() {
+            redact.extend(
+                svc.cfg
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .redact_headers
+                    .clone(),
+            );
+        }
+        *slot = Some(Recorder::start(path, redact).map_err(ControlError::RecordStart)?);
+        tracing::info!(path = %path.display(), "Recording started");
+        Ok(())
+    }
+
+    /// Stops the recording; answers (written, dropped).
+    pub fn stop_recording(&self) -> Result<(u64, u64), ControlError> {
+        let taken = self
+            .replayer
+            .recorder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        taken
+            .ok_or(ControlError::Conflict("no recording is running"))?
+            .finish()
+            .map_err(ControlError::Record)
+    }
+
+    pub fn set_percent(&self, service: &str, percent: f64) -> Result<MirrorStatus, ControlError> {
+        let (port, slot, svc) = self.service(service)?;
+        let hundredths =
+            percent_to_hundredths(percent).map_err(|reason| ControlError::Invalid {
+                key: "percent".into(),
+                reason,
+            })?;
+        self.capture
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_sampling(port, slot, hundredths)
+            .map_err(ControlError::Capture)?;
+        svc.cfg
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .per_ten_thousand = hundredths;
+        tracing::info!(service, percent, "Mirror percentage changed");
+        Ok(self
+            .status()
+            .into_iter()
+            .find(|s| s.service == service)
+            .expect("a configured service has a status"))
+    }
+
+    /// Replaces a service's rules; on error nothing changes.
+    pub fn set_rules(&self, service: &str, raw: RawRules) -> Result<(), ControlError> {
+        let (_, _, svc) = self.service(service)?;
+        svc.set_rules(raw)
+            .map_err(|(key, reason)| ControlError::Invalid {
+                key: format!("rules.{key}:"),
+                reason,
+            })?;
+        tracing::info!(service, "Mirror rules replaced");
+        Ok(())
+    }
+}

@@ -1,0 +1,26 @@
+//! Small helpers every box may use: durations, wall-clock time, page size.
+
+pub mod duration;
+pub mod task;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Unix time in milliseconds (0 if the clock is before the epoch).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The page size in bytes.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize
+}
+
+/// Resident set size of this process, in bytes.
+pub fn self_rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size() as u64)
+}
