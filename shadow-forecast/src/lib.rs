@@ -6,7 +6,9 @@
 //! the candidates ([`baseline`]'s seasonal naive, ETS and MSTL, and
 //! [`lstm`]'s burn LSTM), chooses per metric and calibrates the interval;
 //! [`anomaly`] flags where the actuals leave it and feeds that back into
-//! training. Nothing here depends on the agent, so it runs offline too.
+//! training. Nothing here depends on the agent, so it runs offline too;
+//! [`serve`] keeps forecasts fresh from any [`serve::Source`] of samples
+//! (the agent's history, later a fleet's Prometheus).
 
 pub mod anomaly;
 pub mod baseline;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod prediction;
 pub mod series;
+pub mod serve;
 pub mod window;
 
 pub use error::ForecastError;

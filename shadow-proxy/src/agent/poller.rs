@@ -63,7 +63,7 @@ pub(super) fn poll_loop(
             c.publish_metrics();
         }
         if let Some(f) = &shared.forecast {
-            f.publish_metrics();
+            crate::forecast::export::publish(f);
         }
         if let Some(rss) = util::self_rss() {
             metrics::gauge!(names::AGENT_RSS).set(rss as f64);

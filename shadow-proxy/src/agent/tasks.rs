@@ -56,14 +56,7 @@ impl Tasks {
         shared: &Arc<Shared>,
         delay: Duration,
     ) -> Result<(), AgentError> {
-        let history = shared.clone();
-        let source: forecast::threads::Source = Arc::new(move |metric: &str| {
-            let h = history.history.lock().unwrap_or_else(|p| p.into_inner());
-            h.get(metric)
-                .into_iter()
-                .map(|p| (p.timestamp, p.value))
-                .collect()
-        });
+        let source = Arc::new(HistorySource(shared.clone()));
         let threads = forecast::threads::spawn(service, source, self.shutdown.flag(), delay)
             .map_err(|source| AgentError::Io {
                 what: "starting the forecast threads".into(),
@@ -100,6 +93,19 @@ impl Tasks {
                 Err(_) => tracing::warn!(task = name, "Task did not stop in time"),
             }
         }
+    }
+}
+
+/// The forecaster reads the agent's in-memory history.
+struct HistorySource(Arc<Shared>);
+
+impl forecast::Source for HistorySource {
+    fn samples(&self, metric: &str) -> Vec<(u64, f64)> {
+        let h = self.0.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.get(metric)
+            .into_iter()
+            .map(|p| (p.timestamp, p.value))
+            .collect()
     }
 }
 

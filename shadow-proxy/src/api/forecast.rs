@@ -12,9 +12,18 @@
 //! or no forecast yet, with what is missing).
 
 use hyper::{Method, StatusCode};
+use shadow_api::routes;
 
 use super::{Answer, error, json, percent_decode, query_param};
-use crate::forecast::Service;
+use crate::forecast::{Service, answer::Refusal};
+
+fn status_of(refusal: Refusal) -> StatusCode {
+    match refusal {
+        Refusal::UnknownMetric => StatusCode::NOT_FOUND,
+        Refusal::BadHorizon => StatusCode::BAD_REQUEST,
+        Refusal::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
 
 /// Answers a `/v1/forecast...` path; `None` for any other path. `service`
 /// is `None` when forecasting is off.
@@ -24,7 +33,7 @@ pub fn route(
     path: &str,
     query: &str,
 ) -> Option<Answer> {
-    let rest = path.strip_prefix("/v1/forecast")?;
+    let rest = path.strip_prefix(routes::FORECAST)?;
     if !rest.is_empty() && !rest.starts_with('/') {
         return None;
     }
@@ -48,7 +57,7 @@ pub fn route(
             let horizon = query_param(query, "horizon");
             match service.answer(&metric, horizon.as_deref()) {
                 Ok(a) => json(StatusCode::OK, &a),
-                Err((code, m)) => error(code, m),
+                Err((refusal, m)) => error(status_of(refusal), m),
             }
         }
     })

@@ -11,8 +11,7 @@ use std::{
 };
 
 use shadow_forecast::{
-    Candidate, ForecastError, Forecaster, ForecasterConfig, GridPolicy, Input, PredictionData,
-    Series,
+    Candidate, ForecastError, Forecaster, ForecasterConfig, GridPolicy, Input, Series,
     forecaster::{self, Progress},
     series::format_timestamp,
 };
@@ -207,7 +206,7 @@ pub fn forecast(
         metric: data.series.name.clone(),
         model: model.selection.label(),
         reason: model.selection.reason.clone(),
-        points: PredictionData::from_forecast("offline", &data.series.name, &f),
+        points: shadow_forecast::prediction::from_forecast("offline", &data.series.name, &f),
     })
 }
 

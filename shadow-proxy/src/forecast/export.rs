@@ -1,6 +1,6 @@
 //! The forecasts in Prometheus, through the `metrics` recorder.
 //!
-//! The poller calls [`Service::publish_metrics`] every interval, as it does
+//! The poller calls [`publish`] every interval, as it does
 //! for the other gauges, so the recorder's idle timeout never drops a
 //! forecast between refreshes; a model label that stops being set (the
 //! model changed) ages out the same way. Labels are bounded: the configured
@@ -23,39 +23,38 @@ pub fn horizons(step: i64, len: usize) -> Vec<(String, usize)> {
         .collect()
 }
 
-impl Service {
-    pub fn publish_metrics(&self) {
-        for slot in &self.slots {
-            let metric = slot.name.clone();
-            let published = slot.published();
-            if let Some(f) = &published.forecast {
-                for (horizon, i) in horizons(f.step, f.len()) {
-                    for (q, v) in QUANTILES.iter().zip([f.p10[i], f.p50[i], f.p90[i]]) {
-                        let labels = [
-                            ("metric", metric.clone()),
-                            ("quantile", (*q).to_owned()),
-                            ("horizon", horizon.clone()),
-                        ];
-                        metrics::gauge!(names::FORECAST, &labels).set(v);
-                    }
+/// Sets every forecast gauge from what `service` published last.
+pub fn publish(service: &Service) {
+    for slot in &service.slots {
+        let metric = slot.name.clone();
+        let published = slot.published();
+        if let Some(f) = &published.forecast {
+            for (horizon, i) in horizons(f.step, f.len()) {
+                for (q, v) in QUANTILES.iter().zip([f.p10[i], f.p50[i], f.p90[i]]) {
+                    let labels = [
+                        ("metric", metric.clone()),
+                        ("quantile", (*q).to_owned()),
+                        ("horizon", horizon.clone()),
+                    ];
+                    metrics::gauge!(names::FORECAST, &labels).set(v);
                 }
             }
-            if let Some((model, _)) = &published.model {
-                metrics::gauge!(names::FORECAST_MODEL_INFO, "metric" => metric.clone(), "model" => model.clone()).set(1.0);
-            }
-            metrics::gauge!(names::FORECAST_REFRESH_SECONDS, "metric" => metric.clone())
-                .set(published.refresh_seconds);
-            let (anomalous, events) = (published.anomalous, published.anomalies);
-            metrics::gauge!(names::FORECAST_ANOMALY, "metric" => metric.clone())
-                .set(f64::from(u8::from(anomalous)));
-            metrics::counter!(names::FORECAST_ANOMALIES, "metric" => metric.clone())
-                .absolute(events);
-            let t = slot.training();
-            metrics::counter!(names::FORECAST_TRAININGS, "metric" => metric.clone(), "result" => "ok").absolute(t.ok);
-            metrics::counter!(names::FORECAST_TRAININGS, "metric" => metric.clone(), "result" => "error").absolute(t.failed);
-            if let Some(s) = t.last_seconds {
-                metrics::gauge!(names::FORECAST_TRAINING_SECONDS, "metric" => metric).set(s);
-            }
+        }
+        if let Some((model, _)) = &published.model {
+            metrics::gauge!(names::FORECAST_MODEL_INFO, "metric" => metric.clone(), "model" => model.clone()).set(1.0);
+        }
+        metrics::gauge!(names::FORECAST_REFRESH_SECONDS, "metric" => metric.clone())
+            .set(published.refresh_seconds);
+        let (anomalous, events) = (published.anomalous, published.anomalies);
+        metrics::gauge!(names::FORECAST_ANOMALY, "metric" => metric.clone())
+            .set(f64::from(u8::from(anomalous)));
+        metrics::counter!(names::FORECAST_ANOMALIES, "metric" => metric.clone()).absolute(events);
+        let t = slot.training();
+        metrics::counter!(names::FORECAST_TRAININGS, "metric" => metric.clone(), "result" => "ok")
+            .absolute(t.ok);
+        metrics::counter!(names::FORECAST_TRAININGS, "metric" => metric.clone(), "result" => "error").absolute(t.failed);
+        if let Some(s) = t.last_seconds {
+            metrics::gauge!(names::FORECAST_TRAINING_SECONDS, "metric" => metric).set(s);
         }
     }
 }

@@ -3,17 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
-
-/// One observation of one metric on one server (the seed's data structure).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PerformanceData {
-    /// Unix time in milliseconds.
-    pub timestamp: u64,
-    pub server_id: String,
-    pub metric: String,
-    pub value: f64,
-}
+pub use shadow_api::history::PerformanceData;
 
 /// Per-metric rings of `(timestamp, value)`; the oldest sample goes first
 /// when a ring is full, and metrics beyond `max_metrics` are refused and

@@ -186,7 +186,7 @@ impl KernelTelemetry {
                 .map_err(map_err(maps::STATS))?;
             *out = per_cpu.iter().sum();
         }
-        Ok(KernelSnapshot::build(
+        Ok(snapshot::build(
             block,
             endpoints,
             &counts,

@@ -1,133 +1,45 @@
-//! A point-in-time copy of the kernel maps, with names resolved.
+//! A point-in-time copy of the kernel maps, with names resolved: the maps'
+//! keys and values become [`shadow_api::kernel`]'s wire types.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::{Deserialize, Serialize};
 use shadow_common::{
     AF_INET, BlockKey, BlockStats, EndpointKey, EndpointStats, block_op, direction, stat,
 };
 
+pub use shadow_api::kernel::{BlockSeries, EndpointSeries, KernelDrops, KernelSnapshot};
+
 use super::devices::{DeviceNames, split_dev};
 use super::hist::Hist;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct KernelSnapshot {
-    pub block: Vec<BlockSeries>,
-    pub endpoints: Vec<EndpointSeries>,
-    pub drops: KernelDrops,
-    /// Block requests issued since the programs were attached.
-    pub block_issued: u64,
-    /// `tcp_probe` events seen since attach.
-    pub tcp_probes: u64,
-}
-
-/// Per (device, operation): latency and request size.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct BlockSeries {
-    pub device: String,
-    /// `major:minor`.
-    pub dev: String,
-    pub op: String,
-    pub latency_ns: Hist,
-    /// Its count is the number of requests, its sum the bytes moved.
-    pub size_bytes: Hist,
-}
-
-/// Per remote endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EndpointSeries {
-    pub addr: IpAddr,
-    pub port: u16,
-    /// `outbound` (a dependency this host connects to) or `inbound` (clients
-    /// of a local listening port).
-    pub direction: String,
-    pub srtt_ns: Hist,
-    pub connect_ns: Hist,
-    pub lifetime_ns: Hist,
-    pub conn_bytes: Hist,
-    pub tx_bytes: u64,
-    pub rx_bytes: u64,
-    pub retransmits: u64,
-    pub connections: u64,
-    pub connect_failures: u64,
-    pub closes: u64,
-}
-
-impl EndpointSeries {
-    /// `addr:port`, with brackets for IPv6.
-    pub fn endpoint(&self) -> String {
-        std::net::SocketAddr::new(self.addr, self.port).to_string()
-    }
-}
-
-/// Everything the kernel side dropped or could not fit, by reason.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct KernelDrops {
-    pub block_start_insert_failed: u64,
-    pub block_complete_unmatched: u64,
-    pub block_stats_insert_failed: u64,
-    pub endpoint_insert_failed: u64,
-    pub endpoints_evicted: u64,
-    pub conn_insert_failed: u64,
-    pub read_failed: u64,
-}
-
-impl KernelDrops {
-    /// (reason, count) pairs, for metrics.
-    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
-        [
-            ("block_start_map_full", self.block_start_insert_failed),
-            ("block_complete_unmatched", self.block_complete_unmatched),
-            ("block_stats_map_full", self.block_stats_insert_failed),
-            ("endpoint_insert_failed", self.endpoint_insert_failed),
-            ("endpoint_evicted", self.endpoints_evicted),
-            ("conn_insert_failed", self.conn_insert_failed),
-            ("field_read_failed", self.read_failed),
-        ]
-    }
-}
-
-impl KernelSnapshot {
-    pub fn build(
-        mut block: Vec<(BlockKey, BlockStats)>,
-        mut endpoints: Vec<(EndpointKey, EndpointStats)>,
-        counts: &[u64],
-        devices: &mut DeviceNames,
-    ) -> Self {
-        block.sort_by_key(|(k, _)| *k);
-        endpoints.sort_by_key(|(k, _)| *k);
-        let c = |slot: u32| counts.get(slot as usize).copied().unwrap_or(0);
-        let present = endpoints.len() as u64;
-        Self {
-            block: block
-                .into_iter()
-                .map(|(k, v)| block_series(k, &v, devices))
-                .collect(),
-            endpoints: merge_endpoints(endpoints.iter().map(|(k, v)| endpoint_series(k, v))),
-            drops: KernelDrops {
-                block_start_insert_failed: c(stat::BLOCK_START_INSERT_FAILED),
-                block_complete_unmatched: c(stat::BLOCK_COMPLETE_UNMATCHED),
-                block_stats_insert_failed: c(stat::BLOCK_STATS_INSERT_FAILED),
-                endpoint_insert_failed: c(stat::ENDPOINT_INSERT_FAILED),
-                endpoints_evicted: c(stat::ENDPOINT_INSERTS).saturating_sub(present),
-                conn_insert_failed: c(stat::CONN_INSERT_FAILED),
-                read_failed: c(stat::READ_FAILED),
-            },
-            block_issued: c(stat::BLOCK_ISSUED),
-            tcp_probes: c(stat::TCP_PROBES),
-        }
-    }
-
-    /// The endpoint `addr:port` in direction `dir`, if the kernel tracks it.
-    pub fn endpoint(&self, addr: IpAddr, port: u16, dir: &str) -> Option<&EndpointSeries> {
-        self.endpoints
-            .iter()
-            .find(|e| e.addr == addr && e.port == port && e.direction == dir)
-    }
-
-    /// The block series of `device` and `op`.
-    pub fn block(&self, device: &str, op: &str) -> Option<&BlockSeries> {
-        self.block.iter().find(|b| b.device == device && b.op == op)
+/// The snapshot of the maps' contents (`counts` are the stat slots).
+pub fn build(
+    mut block: Vec<(BlockKey, BlockStats)>,
+    mut endpoints: Vec<(EndpointKey, EndpointStats)>,
+    counts: &[u64],
+    devices: &mut DeviceNames,
+) -> KernelSnapshot {
+    block.sort_by_key(|(k, _)| *k);
+    endpoints.sort_by_key(|(k, _)| *k);
+    let c = |slot: u32| counts.get(slot as usize).copied().unwrap_or(0);
+    let present = endpoints.len() as u64;
+    KernelSnapshot {
+        block: block
+            .into_iter()
+            .map(|(k, v)| block_series(k, &v, devices))
+            .collect(),
+        endpoints: merge_endpoints(endpoints.iter().map(|(k, v)| endpoint_series(k, v))),
+        drops: KernelDrops {
+            block_start_insert_failed: c(stat::BLOCK_START_INSERT_FAILED),
+            block_complete_unmatched: c(stat::BLOCK_COMPLETE_UNMATCHED),
+            block_stats_insert_failed: c(stat::BLOCK_STATS_INSERT_FAILED),
+            endpoint_insert_failed: c(stat::ENDPOINT_INSERT_FAILED),
+            endpoints_evicted: c(stat::ENDPOINT_INSERTS).saturating_sub(present),
+            conn_insert_failed: c(stat::CONN_INSERT_FAILED),
+            read_failed: c(stat::READ_FAILED),
+        },
+        block_issued: c(stat::BLOCK_ISSUED),
+        tcp_probes: c(stat::TCP_PROBES),
     }
 }
 

@@ -6,19 +6,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
-
-use super::KernelSnapshot;
-
-/// The JSON view served at `/api/v1/snapshot`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct View {
-    /// Unix milliseconds of the poll that produced this view.
-    pub timestamp: u64,
-    pub server_id: String,
-    pub kernel: KernelSnapshot,
-    pub host: Vec<(String, f64)>,
-}
+pub use shadow_api::kernel::View;
 
 /// The newest view and the one before it: the two bound the last poll
 /// interval.

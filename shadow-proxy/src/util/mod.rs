@@ -1,6 +1,6 @@
 //! Small helpers every box may use: durations, wall-clock time, page size.
 
-pub mod duration;
+pub use shadow_api::duration;
 pub mod task;
 
 use std::time::{SystemTime, UNIX_EPOCH};

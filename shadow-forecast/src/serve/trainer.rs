@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use shadow_forecast::{ForecasterConfig, forecaster};
+use crate::{ForecasterConfig, forecaster};
 
 use super::{
     ForecastSettings,

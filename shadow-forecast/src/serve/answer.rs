@@ -1,58 +1,22 @@
 //! What the forecast API answers: each metric's status, and a forecast
-//! cut to the horizon asked for. Routed by `crate::api::forecast`.
+//! cut to the horizon asked for. The agent routes it (shadow-proxy's
+//! `api::forecast`) and maps [`Refusal`] to an HTTP status.
 
-use hyper::StatusCode;
-use serde::{Deserialize, Serialize};
-use shadow_forecast::PredictionData;
+pub use shadow_api::forecast::{ForecastAnswer, MetricStatus, Status};
+
+use crate::prediction;
 
 use super::{Service, format_ahead};
 
-/// Where a metric stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Fewer grid points than a first training needs.
-    Collecting,
-    /// The first training is running.
-    Training,
-    /// A forecast is served.
-    Ready,
-    /// No forecast: see `error`.
-    Error,
-}
-
-/// One metric as `GET /v1/forecast` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MetricStatus {
-    pub metric: String,
-    pub status: Status,
-    pub model: Option<String>,
-    pub reason: Option<String>,
-    /// Unix seconds of the newest point the model was trained on.
-    pub trained_until: Option<i64>,
-    /// Grid points held, and needed for a first training.
-    pub points: usize,
-    pub need: usize,
-    pub step: i64,
-    pub horizon: usize,
-    pub anomaly: bool,
-    pub anomaly_score: f64,
-    pub anomalies: u64,
-    pub trainings: u64,
-    pub training_failures: u64,
-    pub last_training_seconds: Option<f64>,
-    pub refresh_seconds: f64,
-    /// Why there is no forecast, or why the last training failed.
-    pub error: Option<String>,
-}
-
-/// `GET /v1/forecast/{metric}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ForecastAnswer {
-    pub metric: String,
-    pub model: String,
-    pub reason: String,
-    pub points: Vec<PredictionData>,
+/// Why no forecast is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such metric is forecast (404).
+    UnknownMetric,
+    /// The horizon asked for is malformed or too long (400).
+    BadHorizon,
+    /// No model or no forecast yet; the message says what is missing (503).
+    NotReady,
 }
 
 impl Service {
@@ -97,21 +61,21 @@ impl Service {
         &self,
         metric: &str,
         horizon: Option<&str>,
-    ) -> Result<ForecastAnswer, (StatusCode, String)> {
+    ) -> Result<ForecastAnswer, (Refusal, String)> {
         let slot = self.slot(metric).ok_or_else(|| {
             let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
             (
-                StatusCode::NOT_FOUND,
+                Refusal::UnknownMetric,
                 format!("unknown metric {metric:?} (forecast: {})", known.join(", ")),
             )
         })?;
         let h = match horizon {
             Some(h) => parse_horizon(h, self.settings.step, self.settings.horizon)
-                .map_err(|e| (StatusCode::BAD_REQUEST, e))?,
+                .map_err(|e| (Refusal::BadHorizon, e))?,
             None => self.settings.horizon,
         };
         let published = slot.published();
-        let unavailable = |m: String| (StatusCode::SERVICE_UNAVAILABLE, m);
+        let unavailable = |m: String| (Refusal::NotReady, m);
         let Some((model, reason)) = published.model.clone() else {
             let have = slot.data().grid.span();
             return Err(unavailable(format!(
@@ -130,7 +94,7 @@ impl Service {
             metric: metric.to_owned(),
             model,
             reason,
-            points: PredictionData::from_forecast(&self.server_id, metric, &f.clone().truncated(h)),
+            points: prediction::from_forecast(&self.server_id, metric, &f.clone().truncated(h)),
         })
     }
 }
@@ -141,7 +105,7 @@ pub fn parse_horizon(s: &str, step: i64, max: usize) -> Result<usize, String> {
     let n = match s.trim().parse::<usize>() {
         Ok(n) => n,
         Err(_) => {
-            let d = crate::util::duration::parse(s).map_err(|_| {
+            let d = shadow_api::duration::parse(s).map_err(|_| {
                 format!("horizon {s:?} is not a step count or a duration (e.g. 12 or 30m)")
             })?;
             (d.as_secs_f64() / step.max(1) as f64).ceil() as usize

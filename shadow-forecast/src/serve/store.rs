@@ -15,7 +15,7 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
-use shadow_forecast::Forecaster;
+use crate::Forecaster;
 
 use super::{
     ForecastSettings,

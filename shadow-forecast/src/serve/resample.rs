@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 
-use shadow_forecast::{ForecastError, GridPolicy, Series};
+use crate::{ForecastError, GridPolicy, Series};
 
 /// A bin being filled.
 #[derive(Debug, Clone, Copy)]

@@ -10,29 +10,12 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-use shadow_forecast::{
+use crate::{
     Forecast,
     anomaly::{self, Detector, DetectorConfig},
 };
 
-/// One stretch of a metric outside its forecast interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AnomalyEvent {
-    pub metric: String,
-    /// Unix seconds of the first and the latest flagged bin.
-    pub start: i64,
-    pub end: i64,
-    pub points: usize,
-    /// Still going on.
-    pub open: bool,
-    /// The most anomalous bin: its value, the interval forecast for it
-    /// (P10, P50, P90) and the detector's score in [0, 1].
-    pub peak_at: i64,
-    pub peak_value: f64,
-    pub expected: [f64; 3],
-    pub peak_score: f64,
-}
+pub use shadow_api::forecast::AnomalyEvent;
 
 /// What an observation changed.
 #[derive(Debug, Clone, PartialEq)]

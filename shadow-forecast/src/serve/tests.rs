@@ -4,10 +4,13 @@
 
 use std::path::PathBuf;
 
-use hyper::StatusCode;
-use shadow_forecast::Candidate;
+use crate::Candidate;
 
-use super::{ForecastSettings, Service, answer::Status, store};
+use super::{
+    ForecastSettings, Service,
+    answer::{Refusal, Status},
+    store,
+};
 
 const T0: i64 = 1_700_000_040; // a multiple of 60
 const STEP: i64 = 60;
@@ -78,7 +81,7 @@ fn collects_then_trains_once_and_serves() {
 
     svc.refresh(slot, samples(0, 10, 0.0), now_after(10));
     let (code, msg) = svc.answer("m", None).unwrap_err();
-    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(code, Refusal::NotReady);
     assert_eq!(
         msg, "not trained yet: need 26 points, have 9",
         "bin 9 is not complete yet"
@@ -118,11 +121,11 @@ fn collects_then_trains_once_and_serves() {
     assert!(a.reason.contains("rolling-origin"), "{}", a.reason);
     assert_eq!(
         svc.answer("m", Some("13")).unwrap_err().0,
-        StatusCode::BAD_REQUEST
+        Refusal::BadHorizon
     );
     assert_eq!(
         svc.answer("nope", None).unwrap_err().0,
-        StatusCode::NOT_FOUND
+        Refusal::UnknownMetric
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,7 +14,7 @@ use std::{
     time::Instant,
 };
 
-use shadow_forecast::{Forecast, ForecastError, Forecaster, Input, Series};
+use crate::{Forecast, ForecastError, Forecaster, Input, Series};
 
 use super::{
     ForecastSettings,
@@ -217,9 +217,9 @@ impl Service {
 
     /// One refresher step for every metric: `samples` reads a metric's
     /// history as `(unix ms, value)`; `now` is unix seconds.
-    pub fn refresh_all(&self, samples: &dyn Fn(&str) -> Vec<(u64, f64)>, now: i64) {
+    pub fn refresh_all(&self, source: &dyn super::Source, now: i64) {
         for slot in &self.slots {
-            let fresh = samples(&slot.name);
+            let fresh = source.samples(&slot.name);
             self.refresh(slot, fresh, now);
         }
     }

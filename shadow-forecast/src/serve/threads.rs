@@ -17,8 +17,13 @@ use std::{
 
 use super::service::Service;
 
-/// Reads a metric's history as `(unix ms, value)`, oldest first.
-pub type Source = Arc<dyn Fn(&str) -> Vec<(u64, f64)> + Send + Sync>;
+/// Where the samples come from: the agent's history, or (for a fleet) a
+/// Prometheus server.
+pub trait Source: Send + Sync {
+    /// `metric`'s samples as `(unix ms, value)`, oldest first. An unknown
+    /// metric has none.
+    fn samples(&self, metric: &str) -> Vec<(u64, f64)>;
+}
 
 /// Nice values: the refresher is light but must keep to its step; the
 /// trainer takes whatever is left over.
@@ -37,7 +42,7 @@ pub struct Threads {
 /// boundary the refresher runs, so the sample that completes it is in.
 pub fn spawn(
     service: &Arc<Service>,
-    source: Source,
+    source: Arc<dyn Source>,
     stop: Arc<AtomicBool>,
     delay: Duration,
 ) -> std::io::Result<Threads> {
@@ -60,7 +65,7 @@ pub fn spawn(
 
 fn refresher_loop(
     service: &Service,
-    source: &(dyn Fn(&str) -> Vec<(u64, f64)> + Send + Sync),
+    source: &dyn Source,
     stop: &AtomicBool,
     wake: &mpsc::Receiver<usize>,
     delay: Duration,
@@ -75,7 +80,7 @@ fn refresher_loop(
         match wake.recv_timeout(wait) {
             Ok(i) => {
                 if let Some(slot) = service.slots.get(i) {
-                    service.refresh(slot, source(&slot.name), now_s());
+                    service.refresh(slot, source.samples(&slot.name), now_s());
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
@@ -124,15 +129,21 @@ pub fn lower_priority(nice: i32) {
 
 /// Wall-clock time since the epoch: bins are aligned to it.
 fn wall() -> Duration {
-    Duration::from_millis(crate::util::unix_ms())
+    Duration::from_millis(unix_ms())
 }
 
 fn now_s() -> i64 {
-    (crate::util::unix_ms() / 1000) as i64
+    (unix_ms() / 1000) as i64
 }
 
 /// The next multiple of `step` after now, as time since the epoch.
 fn next_boundary(step: Duration) -> Duration {
     let step_ms = step.as_millis().max(1) as u64;
-    Duration::from_millis((crate::util::unix_ms() / step_ms + 1) * step_ms)
+    Duration::from_millis((unix_ms() / step_ms + 1) * step_ms)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

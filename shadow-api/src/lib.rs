@@ -1,0 +1,20 @@
+//! shadow's wire crate: every type the agent's APIs answer and its clients
+//! read, and the route paths, in one serde-only place. The agent
+//! (`shadow-proxy`) serialises these; `shadowctl` and the tests
+//! deserialise them, without linking the agent, aya or burn.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`routes`] | every path of the admin port and the control socket |
+//! | [`kernel`] | `GET /api/v1/snapshot`: the kernel snapshot and host sample |
+//! | [`history`] | `GET /api/v1/history`: `PerformanceData` |
+//! | [`forecast`] | `GET /v1/forecast...`: status, `PredictionData`, anomaly events |
+//! | [`duration`] | `500ms`, `30s`, `5m`, `1h` as the flags and queries take them |
+//!
+//! `client` (feature) is a typed client for both servers.
+
+pub mod duration;
+pub mod forecast;
+pub mod history;
+pub mod kernel;
+pub mod routes;
