@@ -44,6 +44,8 @@ pub const DIFF_DIFFERING: &str = "shadow_diff_differing_total";
 pub const DIFF_REGRESSIONS: &str = "shadow_diff_regressed_fields";
 pub const DIFF_NOISE_COMPARED: &str = "shadow_diff_noise_compared_total";
 pub const DIFF_NOISE: &str = "shadow_diff_noise_differing_total";
+/// Bodies whose decoded size passed `diff.max_decoded_bytes`, by coding.
+pub const DIFF_DECODE_TRUNCATED: &str = "shadow_diff_decode_truncated_total";
 
 // Forecasting, per forecast metric (forecast/export.rs).
 pub const FORECAST: &str = "shadow_forecast";
