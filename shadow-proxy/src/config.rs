@@ -111,6 +111,7 @@ struct RawDiff {
     relative_threshold: Option<f64>,
     absolute_threshold: Option<f64>,
     max_decoded_bytes: Option<usize>,
+    max_routes: Option<usize>,
 }
 
 /// How a service's live and shadow answers are compared.
@@ -127,6 +128,9 @@ pub struct DiffSettings {
     /// new one.
     pub baseline: Option<Uri>,
     pub thresholds: crate::diff::noise::Thresholds,
+    /// Distinct routes kept; requests on further routes are counted under
+    /// one overflow route.
+    pub max_routes: usize,
 }
 
 fn yes() -> bool {
@@ -512,6 +516,10 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             noise_fraction,
             baseline,
             thresholds,
+            max_routes: d
+                .max_routes
+                .unwrap_or(crate::diff::route::DEFAULT_MAX_ROUTES)
+                .max(1),
         };
         let rules = RawRules {
             methods: s.methods,
@@ -638,6 +646,18 @@ replace_with = "/v2/"
             e,
             "s.toml: service[0].diff.max_decoded_bytes: must be at least 1"
         );
+    }
+
+    #[test]
+    fn route_cap_defaults_and_is_settable() {
+        let c = Config::parse("s.toml", GOOD).unwrap();
+        assert_eq!(
+            c.services[0].diff.max_routes,
+            crate::diff::route::DEFAULT_MAX_ROUTES
+        );
+        let set = format!("{GOOD}\n[service.diff]\nmax_routes = 10\n");
+        let c = Config::parse("s.toml", &set).unwrap();
+        assert_eq!(c.services[0].diff.max_routes, 10);
     }
 
     #[test]

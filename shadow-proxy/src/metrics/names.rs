@@ -44,6 +44,10 @@ pub const DIFF_DIFFERING: &str = "shadow_diff_differing_total";
 pub const DIFF_REGRESSIONS: &str = "shadow_diff_regressed_fields";
 pub const DIFF_NOISE_COMPARED: &str = "shadow_diff_noise_compared_total";
 pub const DIFF_NOISE: &str = "shadow_diff_noise_differing_total";
+/// Noise-engine entries dropped for room, `what` = route or field.
+pub const DIFF_NOISE_EVICTED: &str = "shadow_diff_noise_evicted_total";
+/// Routes past `diff.max_routes` counted under the one overflow route.
+pub const DIFF_ROUTES_OVERFLOWED: &str = "shadow_diff_routes_overflowed_total";
 /// Bodies whose decoded size passed `diff.max_decoded_bytes`, by coding.
 pub const DIFF_DECODE_TRUNCATED: &str = "shadow_diff_decode_truncated_total";
 
