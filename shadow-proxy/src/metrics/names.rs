@@ -22,6 +22,8 @@ pub const KERNEL_DROPS: &str = "shadow_kernel_drops_total";
 pub const KERNEL_EVENTS: &str = "shadow_kernel_events_total";
 pub const HOST_GAUGE_PREFIX: &str = "shadow_";
 pub const HISTORY_REFUSED: &str = "shadow_history_refused_total";
+/// History series dropped because they stopped reporting (history.rs).
+pub const HISTORY_EVICTED: &str = "shadow_history_evicted_total";
 pub const POLL_ERRORS: &str = "shadow_agent_poll_errors_total";
 pub const AGENT_RSS: &str = "shadow_agent_rss_bytes";
 
