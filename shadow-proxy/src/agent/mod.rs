@@ -51,6 +51,8 @@ pub struct AgentConfig {
     pub ready_file: Option<PathBuf>,
     pub history_len: usize,
     pub history_max_metrics: usize,
+    /// A series silent this long gives its slot to a new one.
+    pub history_stale: Duration,
     pub max_endpoint_series: usize,
     pub server_id: String,
     /// Services to shadow; `None` runs telemetry only.
@@ -129,10 +131,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     })?;
     let shared = Arc::new(Shared {
         views,
-        history: Mutex::new(History::new(
+        history: Mutex::new(History::with_staleness(
             cfg.server_id.clone(),
             cfg.history_len,
             cfg.history_max_metrics,
+            cfg.history_stale,
         )),
         forecast: forecast.clone(),
         prometheus,

@@ -44,6 +44,7 @@ pub(super) fn poll_loop(
                         history.push(now, metric, *value);
                     }
                     metrics::counter!(names::HISTORY_REFUSED).absolute(history.refused);
+                    metrics::counter!(names::HISTORY_EVICTED).absolute(history.evicted);
                 }
                 let view = View {
                     timestamp: now,

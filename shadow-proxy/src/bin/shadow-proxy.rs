@@ -32,6 +32,10 @@ struct Cli {
     /// Distinct metrics kept in the history.
     #[arg(long, default_value_t = 256)]
     history_max_metrics: usize,
+    /// A history series with no sample for this long gives its slot to a
+    /// new one (processes and devices come and go).
+    #[arg(long, default_value = "5m", value_parser = duration::parse)]
+    history_stale: Duration,
     /// Endpoints exported by name; the rest are summed into endpoint="other".
     #[arg(long, default_value_t = DEFAULT_MAX_ENDPOINT_SERIES)]
     max_endpoint_series: usize,
@@ -192,6 +196,7 @@ fn main() -> ExitCode {
         ready_file: cli.ready_file,
         history_len: cli.history_len,
         history_max_metrics: cli.history_max_metrics,
+        history_stale: cli.history_stale,
         max_endpoint_series: cli.max_endpoint_series,
         server_id,
         shadow,

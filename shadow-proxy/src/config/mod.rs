@@ -116,6 +116,8 @@ struct RawDiff {
     min_samples: Option<u64>,
     relative_threshold: Option<f64>,
     absolute_threshold: Option<f64>,
+    max_decoded_bytes: Option<usize>,
+    max_routes: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -263,6 +265,15 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             .extend(d.ignore_headers.iter().map(|h| h.to_ascii_lowercase()));
         options.json.number_tolerance = d.number_tolerance.unwrap_or(0.0);
         options.json.array_keys = d.array_keys;
+        if let Some(v) = d.max_decoded_bytes {
+            if v == 0 {
+                return Err(invalid(
+                    key("diff.max_decoded_bytes"),
+                    "must be at least 1".into(),
+                ));
+            }
+            options.max_decoded_bytes = v;
+        }
         let mut thresholds = crate::diff::noise::Thresholds::default();
         if let Some(v) = d.min_samples {
             thresholds.min_samples = v;
@@ -301,6 +312,10 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             noise_fraction,
             baseline,
             thresholds,
+            max_routes: d
+                .max_routes
+                .unwrap_or(crate::diff::route::DEFAULT_MAX_ROUTES)
+                .max(1),
         };
         let rules = RawRules {
             methods: s.methods,
@@ -409,6 +424,36 @@ replace_with = "/v2/"
         );
         let c = Config::parse("s.toml", "[capture]\nring_mib = 32\n").unwrap();
         assert_eq!(c.capture.ring_mib, 32);
+    }
+
+    #[test]
+    fn decoded_body_cap_defaults_to_8_mib_and_is_settable() {
+        let c = Config::parse("s.toml", GOOD).unwrap();
+        assert_eq!(
+            c.services[0].diff.options.max_decoded_bytes,
+            crate::diff::DEFAULT_MAX_DECODED
+        );
+        let set = format!("{GOOD}\n[service.diff]\nmax_decoded_bytes = 65536\n");
+        let c = Config::parse("s.toml", &set).unwrap();
+        assert_eq!(c.services[0].diff.options.max_decoded_bytes, 65536);
+        let zero = format!("{GOOD}\n[service.diff]\nmax_decoded_bytes = 0\n");
+        let e = Config::parse("s.toml", &zero).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "s.toml: service[0].diff.max_decoded_bytes: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn route_cap_defaults_and_is_settable() {
+        let c = Config::parse("s.toml", GOOD).unwrap();
+        assert_eq!(
+            c.services[0].diff.max_routes,
+            crate::diff::route::DEFAULT_MAX_ROUTES
+        );
+        let set = format!("{GOOD}\n[service.diff]\nmax_routes = 10\n");
+        let c = Config::parse("s.toml", &set).unwrap();
+        assert_eq!(c.services[0].diff.max_routes, 10);
     }
 
     #[test]

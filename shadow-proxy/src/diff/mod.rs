@@ -87,6 +87,8 @@ pub struct DiffOptions {
     /// and shadow - live exceeds `latency_min_ms`.
     pub latency_ratio: f64,
     pub latency_min_ms: f64,
+    /// Decoded bodies are compared up to this many bytes.
+    pub max_decoded_bytes: usize,
 }
 
 impl Default for DiffOptions {
@@ -112,35 +114,48 @@ impl Default for DiffOptions {
             json: JsonOptions::default(),
             latency_ratio: 2.0,
             latency_min_ms: 50.0,
+            max_decoded_bytes: DEFAULT_MAX_DECODED,
         }
     }
 }
 
-/// Undoes `Content-Encoding` (gzip, deflate, br). Unknown codings and
-/// corrupt payloads compare as raw bytes.
-pub fn decode_body(encoding: Option<&str>, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let ok = match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
-        Some("gzip") | Some("x-gzip") => flate2::read::GzDecoder::new(body)
-            .read_to_end(&mut out)
-            .is_ok(),
-        Some("deflate") => {
-            flate2::read::ZlibDecoder::new(body)
-                .read_to_end(&mut out)
-                .is_ok()
-                || {
-                    out.clear();
-                    flate2::read::DeflateDecoder::new(body)
-                        .read_to_end(&mut out)
-                        .is_ok()
-                }
-        }
-        Some("br") => brotli_decompressor::Decompressor::new(body, 4096)
-            .read_to_end(&mut out)
-            .is_ok(),
-        _ => false,
+/// Decoded bodies are cut at this size unless a service sets
+/// `diff.max_decoded_bytes`: a few kilobytes of gzip can expand to gigabytes.
+pub const DEFAULT_MAX_DECODED: usize = 8 << 20;
+
+/// A body with its `Content-Encoding` undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub bytes: Vec<u8>,
+    /// The decoded body went on past the cap; `bytes` holds its first `cap` bytes.
+    pub truncated: bool,
+}
+
+/// Undoes `Content-Encoding` (gzip, deflate, br), stopping after `cap`
+/// decoded bytes. Unknown codings and corrupt payloads compare as raw bytes.
+pub fn decode_body(encoding: Option<&str>, body: &[u8], cap: usize) -> Decoded {
+    let decoded = match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        Some("gzip") | Some("x-gzip") => read_capped(flate2::read::GzDecoder::new(body), cap),
+        Some("deflate") => read_capped(flate2::read::ZlibDecoder::new(body), cap)
+            .or_else(|| read_capped(flate2::read::DeflateDecoder::new(body), cap)),
+        Some("br") => read_capped(brotli_decompressor::Decompressor::new(body, 4096), cap),
+        _ => None,
     };
-    if ok { out } else { body.to_vec() }
+    decoded.unwrap_or_else(|| Decoded {
+        bytes: body.to_vec(),
+        truncated: false,
+    })
+}
+
+/// Reads at most `cap` bytes; `None` when the stream is corrupt before the cap.
+fn read_capped(decoder: impl Read, cap: usize) -> Option<Decoded> {
+    let mut limited = decoder.take(cap as u64);
+    let mut bytes = Vec::new();
+    limited.read_to_end(&mut bytes).ok()?;
+    // One byte more tells a body of exactly `cap` bytes from a longer one;
+    // an error past the cap is a body that goes on (corrupt or not).
+    let truncated = bytes.len() == cap && !matches!(limited.into_inner().read(&mut [0u8]), Ok(0));
+    Some(Decoded { bytes, truncated })
 }
 
 fn is_json(content_type: Option<&str>, body: &[u8]) -> bool {
@@ -163,8 +178,8 @@ pub fn compare(live: &Side, shadow: &Side, opts: &DiffOptions) -> Vec<FieldDiff>
         });
     }
     diff_headers(live, shadow, opts, &mut out);
-    let lb = decode_body(live.header("content-encoding"), live.body);
-    let sb = decode_body(shadow.header("content-encoding"), shadow.body);
+    let lb = decode_counted(live, opts.max_decoded_bytes);
+    let sb = decode_counted(shadow, opts.max_decoded_bytes);
     diff_body(live.header("content-type"), &lb, &sb, opts, &mut out);
     if shadow.latency_ms > live.latency_ms * opts.latency_ratio
         && shadow.latency_ms - live.latency_ms > opts.latency_min_ms
@@ -177,6 +192,19 @@ pub fn compare(live: &Side, shadow: &Side, opts: &DiffOptions) -> Vec<FieldDiff>
         });
     }
     out
+}
+
+/// Decodes one side's body, counting bodies cut at the cap (by coding, a
+/// bounded label: only the three codings decode at all).
+fn decode_counted(side: &Side, cap: usize) -> Vec<u8> {
+    let encoding = side.header("content-encoding");
+    let decoded = decode_body(encoding, side.body, cap);
+    if decoded.truncated {
+        let coding = encoding.unwrap_or_default().trim().to_ascii_lowercase();
+        metrics::counter!(crate::metrics::names::DIFF_DECODE_TRUNCATED, "encoding" => coding)
+            .increment(1);
+    }
+    decoded.bytes
 }
 
 fn diff_headers(live: &Side, shadow: &Side, opts: &DiffOptions, out: &mut Vec<FieldDiff>) {
@@ -431,7 +459,103 @@ mod tests {
     fn brotli_is_decoded() {
         // "hello" compressed with brotli (quality 11).
         let br: &'static [u8] = &[0x0b, 0x02, 0x80, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x03];
-        assert_eq!(decode_body(Some("br"), br), b"hello");
+        let d = decode_body(Some("br"), br, DEFAULT_MAX_DECODED);
+        assert_eq!((d.bytes.as_slice(), d.truncated), (&b"hello"[..], false));
+    }
+
+    /// 1 GiB of zeros, gzip-compressed a chunk at a time so the test never
+    /// holds more than the ~1 MiB of compressed output.
+    fn gzip_bomb() -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            e.write_all(&zeros).unwrap();
+        }
+        e.finish().unwrap()
+    }
+
+    /// Peak resident memory of this process, from getrusage.
+    fn max_rss_bytes() -> u64 {
+        // SAFETY: getrusage only writes the struct we pass it.
+        let usage = unsafe {
+            let mut u: libc::rusage = std::mem::zeroed();
+            assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut u), 0);
+            u
+        };
+        usage.ru_maxrss as u64 * 1024
+    }
+
+    #[test]
+    fn gzip_bomb_is_cut_at_the_cap_in_bounded_memory() {
+        let bomb = gzip_bomb();
+        assert!(
+            bomb.len() < 8 << 20,
+            "the bomb is small: {} bytes",
+            bomb.len()
+        );
+        let cap = 4 << 20;
+        let d = decode_body(Some("gzip"), &bomb, cap);
+        assert!(d.truncated, "a 1 GiB body must be reported as cut");
+        assert_eq!(d.bytes.len(), cap, "the decoded body stops at the cap");
+        assert!(d.bytes.iter().all(|&b| b == 0));
+        assert!(
+            d.bytes.capacity() <= 2 * cap,
+            "the buffer grew to {} bytes",
+            d.bytes.capacity()
+        );
+        // Decoding the whole bomb would have taken 1 GiB; other tests in
+        // this binary stay far below that.
+        let rss = max_rss_bytes();
+        assert!(
+            rss < 512 << 20,
+            "peak RSS {rss} bytes: the bomb was expanded"
+        );
+    }
+
+    #[test]
+    fn body_of_exactly_the_cap_is_not_truncated_and_one_more_byte_is() {
+        use std::io::Write;
+        let gz = |n: usize| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&vec![b'x'; n]).unwrap();
+            e.finish().unwrap()
+        };
+        let exact = decode_body(Some("gzip"), &gz(100), 100);
+        assert_eq!((exact.bytes.len(), exact.truncated), (100, false));
+        let over = decode_body(Some("gzip"), &gz(101), 100);
+        assert_eq!((over.bytes.len(), over.truncated), (100, true));
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&[7u8; 5000]).unwrap();
+        let deflated = decode_body(Some("deflate"), &z.finish().unwrap(), 1000);
+        assert_eq!((deflated.bytes.len(), deflated.truncated), (1000, true));
+    }
+
+    #[test]
+    fn compare_counts_bodies_cut_at_the_cap() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let bomb: &'static [u8] = Box::leak(gzip_bomb().into_boxed_slice());
+        let live = side(200, &[("content-encoding", "gzip")], bomb);
+        let shadow = side(200, &[("content-encoding", "gzip")], bomb);
+        let o = DiffOptions {
+            max_decoded_bytes: 1 << 20,
+            ..DiffOptions::default()
+        };
+        let diffs = metrics::with_local_recorder(&recorder, || compare(&live, &shadow, &o));
+        assert!(diffs.is_empty(), "equal prefixes: {diffs:?}");
+        let truncated: u64 = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, ..)| k.key().name() == crate::metrics::names::DIFF_DECODE_TRUNCATED)
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => n,
+                other => panic!("not a counter: {other:?}"),
+            })
+            .sum();
+        assert_eq!(truncated, 2, "both sides were cut and counted");
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! two live responses to repeated GETs) feed [`Engine::record_noise`]; and
 //! users mark fields as noise by hand.
 //!
+//! Routes and fields come from captured paths and JSON keys, so both maps
+//! are bounded ([`Bounds`]): a new entry past the bound evicts the one with
+//! the least evidence (fewest comparisons or differences), and each eviction
+//! is counted on the engine and in `shadow_diff_noise_evicted_total`.
+//!
 //! Why this test: it is the rule Diffy users already trust, and it needs no
 //! distributional assumption; the minimum sample count guards the small-n
 //! case where a rate difference means nothing.
@@ -108,12 +113,64 @@ pub enum Verdict {
     Inconclusive { reason: String },
 }
 
+/// How many routes one engine (one shadow target) and fields one route keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub max_routes: usize,
+    pub max_fields: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            max_routes: 512,
+            max_fields: 256,
+        }
+    }
+}
+
+impl FieldStats {
+    fn evidence(&self) -> u64 {
+        self.diffs + self.noise_diffs + self.shape_noise
+    }
+}
+
+impl RouteStats {
+    fn evidence(&self) -> u64 {
+        self.compared + self.noise_compared
+    }
+
+    /// The stats of `path`, evicting the field with the least evidence
+    /// first when `max` fields are already kept.
+    fn field(&mut self, path: String, max: usize, evicted: &mut u64) -> &mut FieldStats {
+        if !self.fields.contains_key(&path) && self.fields.len() >= max.max(1) {
+            let weakest = self
+                .fields
+                .iter()
+                .min_by_key(|(_, f)| f.evidence())
+                .map(|(k, _)| k.clone());
+            if let Some(k) = weakest {
+                self.fields.remove(&k);
+                *evicted += 1;
+                metrics::counter!(crate::metrics::names::DIFF_NOISE_EVICTED, "what" => "field")
+                    .increment(1);
+            }
+        }
+        self.fields.entry(path).or_default()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Engine {
     pub thresholds: Thresholds,
+    pub bounds: Bounds,
     pub routes: BTreeMap<String, RouteStats>,
     /// (route, generic path) marked as noise by a user.
     pub marked: BTreeSet<(String, String)>,
+    /// Routes dropped to make room for new ones.
+    pub evicted_routes: u64,
+    /// Fields dropped to make room for new ones.
+    pub evicted_fields: u64,
 }
 
 impl Engine {
@@ -124,9 +181,38 @@ impl Engine {
         }
     }
 
+    pub fn with_bounds(thresholds: Thresholds, bounds: Bounds) -> Self {
+        Self {
+            thresholds,
+            bounds,
+            ..Self::default()
+        }
+    }
+
+    /// The stats of `route`, evicting the route with the fewest
+    /// comparisons first when `max_routes` routes are already kept.
+    fn route(&mut self, route: &str) -> &mut RouteStats {
+        if !self.routes.contains_key(route) && self.routes.len() >= self.bounds.max_routes.max(1) {
+            let weakest = self
+                .routes
+                .iter()
+                .min_by_key(|(_, r)| r.evidence())
+                .map(|(k, _)| k.clone());
+            if let Some(k) = weakest {
+                self.routes.remove(&k);
+                self.evicted_routes += 1;
+                metrics::counter!(crate::metrics::names::DIFF_NOISE_EVICTED, "what" => "route")
+                    .increment(1);
+            }
+        }
+        self.routes.entry(route.to_owned()).or_default()
+    }
+
     /// One live-vs-shadow comparison of exchange `id` on `route`.
     pub fn record(&mut self, route: &str, id: u64, diffs: &[FieldDiff]) {
-        let r = self.routes.entry(route.to_owned()).or_default();
+        let max_fields = self.bounds.max_fields;
+        let mut evicted = 0;
+        let r = self.route(route);
         r.compared += 1;
         let mut seen = BTreeSet::new();
         for d in diffs {
@@ -134,7 +220,7 @@ impl Engine {
             if !seen.insert(path.clone()) {
                 continue;
             }
-            let f = r.fields.entry(path).or_default();
+            let f = r.field(path, max_fields, &mut evicted);
             let shape = |v: &Option<String>| v.as_deref().and_then(volatile_shape);
             if shape(&d.live).is_some() && shape(&d.live) == shape(&d.shadow) {
                 f.shape_noise += 1;
@@ -145,16 +231,20 @@ impl Engine {
                 f.examples.push(id);
             }
         }
+        self.evicted_fields += evicted;
     }
 
     /// A comparison whose differences are noise by construction.
     pub fn record_noise(&mut self, route: &str, diffs: &[FieldDiff]) {
-        let r = self.routes.entry(route.to_owned()).or_default();
+        let max_fields = self.bounds.max_fields;
+        let mut evicted = 0;
+        let r = self.route(route);
         r.noise_compared += 1;
         let paths: BTreeSet<String> = diffs.iter().map(|d| generic_path(&d.path)).collect();
         for p in paths {
-            r.fields.entry(p).or_default().noise_diffs += 1;
+            r.field(p, max_fields, &mut evicted).noise_diffs += 1;
         }
+        self.evicted_fields += evicted;
     }
 
     pub fn regressions(&self) -> Vec<Regression> {
@@ -290,6 +380,87 @@ mod tests {
         let mut e = Engine::new(Thresholds::default());
         e.record("GET /x", 1, &[d("$.a", "1", "2")]);
         assert!(matches!(e.verdict(), Verdict::Inconclusive { .. }));
+    }
+
+    #[test]
+    fn routes_past_the_bound_evict_the_least_compared_and_are_counted() {
+        let bounds = Bounds {
+            max_routes: 3,
+            max_fields: 8,
+        };
+        let mut e = Engine::with_bounds(Thresholds::default(), bounds);
+        for i in 0..50 {
+            e.record("GET /busy", i, &[]);
+        }
+        for n in 0..1000u64 {
+            e.record(&format!("GET /scan/{n}x"), n, &[d("$.a", "1", "2")]);
+        }
+        assert_eq!(e.routes.len(), 3);
+        assert!(e.routes.contains_key("GET /busy"), "the busy route stays");
+        assert!(
+            e.routes.contains_key("GET /scan/999x"),
+            "the newest is kept"
+        );
+        assert_eq!(e.evicted_routes, 1000 - 2);
+        e.record_noise("GET /noise-only", &[]);
+        assert_eq!((e.routes.len(), e.evicted_routes), (3, 999));
+    }
+
+    #[test]
+    fn fields_past_the_bound_evict_the_rarest_and_are_counted() {
+        let bounds = Bounds {
+            max_routes: 8,
+            max_fields: 4,
+        };
+        let mut e = Engine::with_bounds(Thresholds::default(), bounds);
+        for i in 0..30u64 {
+            // A real regression plus a JSON map keyed by ids: one new key
+            // per response, which must not crowd out `$.price`.
+            let diffs = [
+                d("$.price", "10", "11"),
+                d(&format!("$.users.u{i}.name"), "a", "b"),
+            ];
+            e.record("GET /r", i, &diffs);
+        }
+        let r = &e.routes["GET /r"];
+        assert_eq!(r.fields.len(), 4);
+        assert_eq!(r.fields["$.price"].diffs, 30);
+        assert_eq!(e.evicted_fields, 30 - 3);
+        e.record_noise("GET /r", &[d("$.other", "1", "2")]);
+        assert_eq!((e.routes["GET /r"].fields.len(), e.evicted_fields), (4, 28));
+        let r = e.regressions();
+        assert!(r.iter().any(|x| x.path == "$.price"), "{r:?}");
+    }
+
+    #[test]
+    fn evictions_are_exported_as_a_counter() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let bounds = Bounds {
+            max_routes: 1,
+            max_fields: 1,
+        };
+        metrics::with_local_recorder(&recorder, || {
+            let mut e = Engine::with_bounds(Thresholds::default(), bounds);
+            e.record("GET /a", 1, &[d("$.x", "1", "2"), d("$.y", "1", "2")]);
+            e.record("GET /b", 2, &[]);
+        });
+        let mut counts: Vec<(String, u64)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, ..)| k.key().name() == crate::metrics::names::DIFF_NOISE_EVICTED)
+            .map(|(k, _, _, v)| {
+                let what = k.key().labels().next().expect("a label").value().to_owned();
+                match v {
+                    DebugValue::Counter(n) => (what, n),
+                    other => panic!("not a counter: {other:?}"),
+                }
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(counts, vec![("field".into(), 1), ("route".into(), 1)]);
     }
 
     proptest! {

@@ -22,6 +22,8 @@ pub const KERNEL_DROPS: &str = "shadow_kernel_drops_total";
 pub const KERNEL_EVENTS: &str = "shadow_kernel_events_total";
 pub const HOST_GAUGE_PREFIX: &str = "shadow_";
 pub const HISTORY_REFUSED: &str = "shadow_history_refused_total";
+/// History series dropped because they stopped reporting (history.rs).
+pub const HISTORY_EVICTED: &str = "shadow_history_evicted_total";
 pub const POLL_ERRORS: &str = "shadow_agent_poll_errors_total";
 pub const AGENT_RSS: &str = "shadow_agent_rss_bytes";
 
@@ -44,6 +46,12 @@ pub const DIFF_DIFFERING: &str = "shadow_diff_differing_total";
 pub const DIFF_REGRESSIONS: &str = "shadow_diff_regressed_fields";
 pub const DIFF_NOISE_COMPARED: &str = "shadow_diff_noise_compared_total";
 pub const DIFF_NOISE: &str = "shadow_diff_noise_differing_total";
+/// Noise-engine entries dropped for room, `what` = route or field.
+pub const DIFF_NOISE_EVICTED: &str = "shadow_diff_noise_evicted_total";
+/// Routes past `diff.max_routes` counted under the one overflow route.
+pub const DIFF_ROUTES_OVERFLOWED: &str = "shadow_diff_routes_overflowed_total";
+/// Bodies whose decoded size passed `diff.max_decoded_bytes`, by coding.
+pub const DIFF_DECODE_TRUNCATED: &str = "shadow_diff_decode_truncated_total";
 
 // Forecasting, per forecast metric (forecast/export.rs).
 pub const FORECAST: &str = "shadow_forecast";

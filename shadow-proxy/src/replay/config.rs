@@ -22,6 +22,9 @@ pub struct DiffSettings {
     /// new one.
     pub baseline: Option<Uri>,
     pub thresholds: crate::diff::noise::Thresholds,
+    /// Distinct routes kept; requests on further routes are counted under
+    /// one overflow route.
+    pub max_routes: usize,
 }
 
 /// A service's mirroring rules, as `PUT /v1/mirror/{service}/rules` takes

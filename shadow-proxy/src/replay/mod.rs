@@ -73,29 +73,45 @@ pub struct ReplayRecord {
 }
 
 /// Diff statistics of one service: an engine (and so a verdict) per shadow
-/// target, and the fields users marked as noise.
+/// target, the fields users marked as noise, and the service's routes.
 pub struct DiffState {
     thresholds: crate::diff::noise::Thresholds,
+    bounds: crate::diff::noise::Bounds,
     pub targets: std::collections::BTreeMap<String, crate::diff::noise::Engine>,
     pub marked: std::collections::BTreeSet<(String, String)>,
+    pub routes: crate::diff::route::RouteSet,
 }
 
 impl DiffState {
-    pub fn new(thresholds: crate::diff::noise::Thresholds) -> Self {
+    pub fn new(settings: &config::DiffSettings) -> Self {
+        let bounds = crate::diff::noise::Bounds {
+            // The service's routes plus the overflow route.
+            max_routes: settings.max_routes + 1,
+            ..Default::default()
+        };
         Self {
-            thresholds,
+            thresholds: settings.thresholds,
+            bounds,
             targets: std::collections::BTreeMap::new(),
             marked: std::collections::BTreeSet::new(),
+            routes: crate::diff::route::RouteSet::new(settings.max_routes),
         }
     }
 
     pub fn engine(&mut self, target: &str) -> &mut crate::diff::noise::Engine {
-        let (thresholds, marked) = (self.thresholds, &self.marked);
+        let (thresholds, bounds, marked) = (self.thresholds, self.bounds, &self.marked);
         self.targets.entry(target.to_owned()).or_insert_with(|| {
-            let mut e = crate::diff::noise::Engine::new(thresholds);
+            let mut e = crate::diff::noise::Engine::with_bounds(thresholds, bounds);
             e.marked = marked.clone();
             e
         })
+    }
+
+    /// The route `method target` is counted under (templates applied,
+    /// ids collapsed, capped per service).
+    pub fn route(&mut self, cfg: &ServiceConfig, method: &str, target: &str) -> String {
+        let r = crate::diff::route::route(method, target, &cfg.diff.route_templates);
+        self.routes.bound(&cfg.name, r)
     }
 
     /// Noise seen on the live side applies to every target.
@@ -160,7 +176,7 @@ pub struct ServiceReplay {
 impl ServiceReplay {
     pub fn new(cfg: ServiceConfig, stats: Arc<ServiceStats>) -> Self {
         Self {
-            diff: Mutex::new(DiffState::new(cfg.diff.thresholds)),
+            diff: Mutex::new(DiffState::new(&cfg.diff)),
             in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
             limiter: Mutex::new(cfg.rps_limit.map(TokenBucket::new)),
             cfg: RwLock::new(cfg),
@@ -335,12 +351,9 @@ impl Replayer {
                 latency_ms: 0.0,
             };
             let diffs = crate::diff::compare(&a, &b, &cfg.diff.options);
-            let route =
-                crate::diff::route::route(&req.method, &req.target, &cfg.diff.route_templates);
-            svc.diff
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record_noise_all(&route, &diffs);
+            let mut state = svc.diff.lock().unwrap_or_else(|p| p.into_inner());
+            let route = state.route(cfg, &req.method, &req.target);
+            state.record_noise_all(&route, &diffs);
         } else {
             seen.order.push_back(key.clone());
             if seen.order.len() > LIVE_GETS
@@ -428,6 +441,11 @@ impl Replayer {
         let live = ex.response.as_ref();
         let live_latency_ms =
             live.map(|r| r.last_byte_ns.saturating_sub(ex.request.last_byte_ns) as f64 / 1e6);
+        let route = svc.diff.lock().unwrap_or_else(|p| p.into_inner()).route(
+            cfg,
+            &ex.request.method,
+            &ex.request.target,
+        );
         let mut rec = ReplayRecord {
             id: item.id,
             service: cfg.name.clone(),
@@ -442,11 +460,7 @@ impl Replayer {
             shadow_headers: Vec::new(),
             shadow_body: Bytes::new(),
             error: None,
-            route: crate::diff::route::route(
-                &ex.request.method,
-                &ex.request.target,
-                &cfg.diff.route_templates,
-            ),
+            route,
             live_headers: live.map_or_else(Vec::new, |r| redacted_headers(&r.headers, cfg)),
             diffs: Vec::new(),
             kernel: None,
