@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use shadow_common::{HIST_BUCKETS, Log2Hist, hist::bucket_upper_bound};
+pub use shadow_common::hist::bucket_upper_bound;
+use shadow_common::{HIST_BUCKETS, Log2Hist};
 
 /// The JSON view served at `/api/v1/snapshot`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -11,10 +11,19 @@
 //! | [`forecast`] | `GET /v1/forecast...`: status, `PredictionData`, anomaly events |
 //! | [`duration`] | `500ms`, `30s`, `5m`, `1h` as the flags and queries take them |
 //!
-//! `client` (feature) is a typed client for both servers.
+//! | [`mirror`] | `GET /v1/mirror`, `GET /v1/diff`: shadowing status and verdicts |
+//! | [`time`] | UTC timestamps and forecast leads as shown |
+//! | `recording` (feature `recording`) | recording files of sampled exchanges |
+//! | `client` (feature `client`) | a typed client for both servers |
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod duration;
 pub mod forecast;
 pub mod history;
 pub mod kernel;
+pub mod mirror;
+#[cfg(feature = "recording")]
+pub mod recording;
 pub mod routes;
+pub mod time;

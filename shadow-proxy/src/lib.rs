@@ -18,5 +18,4 @@ pub mod http;
 pub mod kernel;
 pub mod metrics;
 pub mod replay;
-pub mod top;
 pub mod util;

@@ -192,7 +192,7 @@ impl Agent {
     pub fn get(&self, path: &str) -> String {
         let body = self
             .rt
-            .block_on(shadow_proxy::api::client::get(&self.admin, path))
+            .block_on(shadow_api::client::get(&self.admin, path))
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         String::from_utf8(body.to_vec()).expect("utf-8 body")
     }

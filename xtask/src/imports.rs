@@ -29,8 +29,6 @@ pub const ORDER: &[&[&str]] = &[
     &["api"],
     &["config"],
     &["agent"],
-    // Terminal rendering for shadowctl, until it moves out with the CLI.
-    &["top"],
 ];
 
 fn tier(name: &str) -> Option<usize> {

@@ -215,14 +215,7 @@ pub fn whole_seconds(d: Duration) -> Result<i64, String> {
     i64::try_from(d.as_secs()).map_err(|_| format!("{d:?} is too long"))
 }
 
-/// `300` -> `5m`, `3600` -> `1h`, `90` -> `90s`: how far ahead, for labels.
-pub fn format_ahead(secs: i64) -> String {
-    match secs {
-        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
+pub use shadow_api::time::format_ahead;
 
 #[cfg(test)]
 mod settings_tests {

@@ -256,7 +256,7 @@ mod tests {
     }
 
     async fn get(socket: &Path, path: &str) -> (StatusCode, String) {
-        let (status, body) = super::super::client::control(socket, Method::GET, path, None)
+        let (status, body) = shadow_api::client::control(socket, Method::GET, path, None)
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         (status, String::from_utf8_lossy(&body).into_owned())

@@ -7,7 +7,6 @@
 //! parser and one bounded body read.
 
 pub mod admin;
-pub mod client;
 pub mod control;
 pub mod forecast;
 pub mod state;

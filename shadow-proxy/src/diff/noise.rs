@@ -76,42 +76,7 @@ pub fn volatile_shape(v: &str) -> Option<&'static str> {
     None
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FieldStats {
-    /// Live-vs-shadow comparisons in which this field differed.
-    pub diffs: u64,
-    /// Noise-only comparisons in which it differed.
-    pub noise_diffs: u64,
-    /// Live-vs-shadow comparisons where both values had the same volatile shape.
-    pub shape_noise: u64,
-    /// Up to three exchange ids that showed the difference.
-    pub examples: Vec<u64>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RouteStats {
-    pub compared: u64,
-    pub noise_compared: u64,
-    pub fields: BTreeMap<String, FieldStats>,
-}
-
-/// A reported field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Regression {
-    pub route: String,
-    pub path: String,
-    pub diff_rate: f64,
-    pub noise_rate: f64,
-    pub examples: Vec<u64>,
-}
-
-/// What other modules act on (promotion, rollback).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Verdict {
-    Healthy { compared: u64 },
-    Regressed { regressions: Vec<Regression> },
-    Inconclusive { reason: String },
-}
+pub use shadow_api::mirror::{FieldStats, Regression, RouteStats, Verdict};
 
 /// How many routes one engine (one shadow target) and fields one route keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,34 +94,46 @@ impl Default for Bounds {
     }
 }
 
-impl FieldStats {
+/// How much a field's statistics rest on (for eviction: the least goes first).
+trait Evidence {
+    fn evidence(&self) -> u64;
+}
+
+impl Evidence for FieldStats {
     fn evidence(&self) -> u64 {
         self.diffs + self.noise_diffs + self.shape_noise
     }
 }
 
-impl RouteStats {
+impl Evidence for RouteStats {
     fn evidence(&self) -> u64 {
         self.compared + self.noise_compared
     }
+}
 
-    /// The stats of `path`, evicting the field with the least evidence
-    /// first when `max` fields are already kept.
-    fn field(&mut self, path: String, max: usize, evicted: &mut u64) -> &mut FieldStats {
-        if !self.fields.contains_key(&path) && self.fields.len() >= max.max(1) {
-            let weakest = self
+/// The stats of `path` in `route`, evicting the field with the least
+/// evidence first when `max` fields are already kept.
+fn field<'r>(
+    route: &'r mut RouteStats,
+    path: String,
+    max: usize,
+    evicted: &mut u64,
+) -> &'r mut FieldStats {
+    {
+        if !route.fields.contains_key(&path) && route.fields.len() >= max.max(1) {
+            let weakest = route
                 .fields
                 .iter()
                 .min_by_key(|(_, f)| f.evidence())
                 .map(|(k, _)| k.clone());
             if let Some(k) = weakest {
-                self.fields.remove(&k);
+                route.fields.remove(&k);
                 *evicted += 1;
                 metrics::counter!(crate::metrics::names::DIFF_NOISE_EVICTED, "what" => "field")
                     .increment(1);
             }
         }
-        self.fields.entry(path).or_default()
+        route.fields.entry(path).or_default()
     }
 }
 
@@ -220,7 +197,7 @@ impl Engine {
             if !seen.insert(path.clone()) {
                 continue;
             }
-            let f = r.field(path, max_fields, &mut evicted);
+            let f = field(r, path, max_fields, &mut evicted);
             let shape = |v: &Option<String>| v.as_deref().and_then(volatile_shape);
             if shape(&d.live).is_some() && shape(&d.live) == shape(&d.shadow) {
                 f.shape_noise += 1;
@@ -242,7 +219,7 @@ impl Engine {
         r.noise_compared += 1;
         let paths: BTreeSet<String> = diffs.iter().map(|d| generic_path(&d.path)).collect();
         for p in paths {
-            r.field(p, max_fields, &mut evicted).noise_diffs += 1;
+            field(r, p, max_fields, &mut evicted).noise_diffs += 1;
         }
         self.evicted_fields += evicted;
     }

@@ -2,11 +2,8 @@
 //! fed from the agent's [`History`](crate::host::history::History) (the
 //! agent hands it over as a [`Source`]), exported to Prometheus
 //! ([`export`]) and answered on both servers (`crate::api::forecast`).
-//! [`cli`] is `shadowctl forecast`'s offline mode, [`table`] its output.
 
-pub mod cli;
 pub mod export;
-pub mod table;
 
 pub use shadow_forecast::serve::{
     Candidate, DEFAULT_METRICS, ForecastSettings, MAX_METRICS, Service, Source, answer,

@@ -3,32 +3,11 @@
 //! in-memory copy answers `shadowctl mirror status` and gives the coverage
 //! figure (the share of sampled requests fully replayed).
 
-use std::{collections::BTreeMap, sync::Mutex};
-
-use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 use crate::metrics::names;
 
-/// A serialisable copy of a service's statistics.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct StatsView {
-    pub flows_reassembled: u64,
-    pub flow_drops: BTreeMap<String, u64>,
-    pub requests_parsed: u64,
-    pub replayed: u64,
-    pub not_replayed: BTreeMap<String, u64>,
-    pub shadow_status: BTreeMap<u16, u64>,
-    /// Shadow minus live latency: sum and count, milliseconds.
-    pub latency_delta_ms_sum: f64,
-    pub latency_delta_count: u64,
-}
-
-impl StatsView {
-    /// Replayed share of the requests parsed from sampled connections.
-    pub fn coverage(&self) -> Option<f64> {
-        (self.requests_parsed > 0).then(|| self.replayed as f64 / self.requests_parsed as f64)
-    }
-}
+pub use shadow_api::mirror::StatsView;
 
 /// Statistics of one service.
 #[derive(Debug)]

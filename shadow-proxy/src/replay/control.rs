@@ -8,8 +8,6 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use serde::{Deserialize, Serialize};
-
 use super::{
     Replayer,
     config::{RawRules, percent_to_hundredths},
@@ -17,48 +15,11 @@ use super::{
 };
 use crate::{
     capture::{CaptureError, TcCapture, pipeline::PipelineCounters},
-    diff::noise::{RouteStats, Verdict},
-    metrics::{names, service::StatsView},
+    diff::noise::Verdict,
+    metrics::names,
 };
 
-/// One service as `GET /v1/mirror` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MirrorStatus {
-    pub service: String,
-    pub port: u16,
-    pub percent: f64,
-    pub targets: Vec<String>,
-    pub packets_seen: u64,
-    pub packets_sampled: u64,
-    pub truncated: u64,
-    pub stats: StatsView,
-    pub coverage: Option<f64>,
-}
-
-/// One shadow target's diff state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TargetDiff {
-    pub verdict: Verdict,
-    pub routes: BTreeMap<String, RouteStats>,
-}
-
-/// One service's diff summary: a verdict per shadow target.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DiffSummary {
-    pub service: String,
-    pub targets: BTreeMap<String, TargetDiff>,
-    pub marked_noise: Vec<(String, String)>,
-}
-
-/// `PUT /v1/diff/noise`'s body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MarkNoise {
-    pub service: String,
-    pub route: String,
-    pub path: String,
-    pub noise: bool,
-}
+pub use shadow_api::mirror::{DiffSummary, MarkNoise, MirrorStatus, TargetDiff};
 
 /// Why a control operation was refused; nothing was changed.
 #[derive(Debug, thiserror::Error)]

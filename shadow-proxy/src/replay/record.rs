@@ -1,4 +1,5 @@
-//! Recordings of sampled exchanges, and replaying them later.
+//! Writing recordings of sampled exchanges (`POST /v1/record`); the file
+//! format and its reader are [`shadow_api::recording`]'s.
 //!
 //! Format `shadow-recording` version 1: JSON lines, gzip-compressed when the
 //! file name ends in `.gz`. The first line is the header
@@ -9,7 +10,7 @@
 //! request, which replay divides by the speed factor.
 
 use std::{
-    io::{BufRead, BufReader, BufWriter, Write},
+    io::{BufWriter, Write},
     path::Path,
     sync::{
         Arc,
@@ -19,55 +20,12 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
-use serde::{Deserialize, Serialize};
 
 use crate::{capture::pipeline::CapturedExchange, http::conversation::Header};
 
-pub const FORMAT: &str = "shadow-recording";
-pub const VERSION: u32 = 1;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FileHeader {
-    pub format: String,
-    pub version: u32,
-    pub created_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RecordedResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body_b64: String,
-}
-
-/// One exchange as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Recorded {
-    pub id: u64,
-    pub service_port: u16,
-    pub offset_ns: u64,
-    pub method: String,
-    pub target: String,
-    pub headers: Vec<(String, String)>,
-    pub body_b64: String,
-    pub live: Option<RecordedResponse>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} line {line}: {message}")]
-    Format {
-        path: String,
-        line: usize,
-        message: String,
-    },
-}
+pub use shadow_api::recording::{
+    FORMAT, FileHeader, RecordError, Recorded, RecordedResponse, VERSION, read,
+};
 
 fn headers(h: &[Header], redact: &[String]) -> Vec<(String, String)> {
     h.iter()
@@ -82,10 +40,11 @@ fn headers(h: &[Header], redact: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-impl Recorded {
-    pub fn from_captured(c: &CapturedExchange, first_ns: u64, redact: &[String]) -> Self {
+/// A captured exchange as stored, secret headers redacted.
+pub fn recorded(c: &CapturedExchange, first_ns: u64, redact: &[String]) -> Recorded {
+    {
         let r = &c.exchange.request;
-        Self {
+        Recorded {
             id: c.id,
             service_port: c.service_port,
             offset_ns: r.first_byte_ns.saturating_sub(first_ns),
@@ -99,10 +58,6 @@ impl Recorded {
                 body_b64: B64.encode(&resp.body),
             }),
         }
-    }
-
-    pub fn body(&self) -> Vec<u8> {
-        B64.decode(&self.body_b64).unwrap_or_default()
     }
 }
 
@@ -180,7 +135,7 @@ impl Recorder {
         let _ = self
             .first_ns
             .compare_exchange(0, ts, Ordering::Relaxed, Ordering::Relaxed);
-        let rec = Recorded::from_captured(c, self.first_ns.load(Ordering::Relaxed), &self.redact);
+        let rec = recorded(c, self.first_ns.load(Ordering::Relaxed), &self.redact);
         match self.tx.try_send(rec) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -207,44 +162,6 @@ impl Recorder {
             dropped.load(Ordering::Relaxed),
         ))
     }
-}
-
-/// Reads a recording, checking its header.
-pub fn read(path: &Path) -> Result<Vec<Recorded>, RecordError> {
-    let p = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|source| RecordError::Io {
-        path: p.clone(),
-        source,
-    })?;
-    let r: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(BufReader::new(flate2::read::GzDecoder::new(f)))
-    } else {
-        Box::new(BufReader::new(f))
-    };
-    let mut out = Vec::new();
-    for (i, line) in r.lines().enumerate() {
-        let line = line.map_err(|source| RecordError::Io {
-            path: p.clone(),
-            source,
-        })?;
-        let bad = |message: String| RecordError::Format {
-            path: p.clone(),
-            line: i + 1,
-            message,
-        };
-        if i == 0 {
-            let h: FileHeader = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-            if h.format != FORMAT || h.version != VERSION {
-                return Err(bad(format!(
-                    "not a {FORMAT} v{VERSION} file (found {} v{})",
-                    h.format, h.version
-                )));
-            }
-            continue;
-        }
-        out.push(serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,16 +1,22 @@
-//! `shadowctl`: the command line for a running shadow agent.
+//! `shadowctl`: the command line for a running shadow agent. It talks to
+//! the agent's admin port and control socket through `shadow-api`'s typed
+//! client and links neither the agent, aya nor (without the `offline`
+//! feature) burn.
+
+#[cfg(feature = "offline")]
+mod offline;
+mod table;
+mod top;
 
 use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use shadow_proxy::{
-    api::client,
-    forecast::{self, cli::OfflineError},
-    host::history::PerformanceData,
-    kernel::view::View,
-    replay::control::MirrorStatus,
-    top,
-    util::duration,
+use shadow_api::{
+    client::{self, Admin, Control},
+    duration,
+    kernel::View,
+    mirror::{DiffSummary, MarkNoise, MirrorStatus, Verdict},
+    routes,
 };
 
 #[derive(Debug, Parser)]
@@ -38,10 +44,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Diff {
-    /// Per route: requests compared, regressed fields with rates, example ids; the verdict.
+    /// The verdict per shadow target: regressed fields first (with rates and
+    /// example ids), then a count of healthy routes.
     Summary {
         #[arg(long)]
         json: bool,
+        /// Also list every route with its comparison counts.
+        #[arg(long)]
+        all: bool,
     },
     /// One exchange, live and shadow side by side, with its differences.
     Show { id: u64 },
@@ -154,9 +164,6 @@ struct ForecastCmd {
     related: Option<std::path::PathBuf>,
 }
 
-// An alias, so clap parses the list as one comma-separated value.
-type Models = Vec<forecast::Candidate>;
-
 #[derive(Debug, Subcommand)]
 enum ForecastAction {
     /// Train on a `timestamp,value` CSV file (no agent needed) and save the model.
@@ -179,9 +186,9 @@ struct TrainFlags {
     /// Steps forecast (and backtested per fold).
     #[arg(long, default_value_t = 60)]
     horizon: usize,
-    /// Candidate models, comma-separated.
-    #[arg(long, default_value = "seasonal_naive,ets,mstl,lstm", value_parser = forecast::parse_models)]
-    models: Models,
+    /// Candidate models, comma-separated (seasonal_naive, ets, mstl, lstm).
+    #[arg(long, default_value = "seasonal_naive,ets,mstl,lstm")]
+    models: String,
     /// Rolling-origin folds for the selection.
     #[arg(long, default_value_t = 2)]
     folds: usize,
@@ -193,8 +200,11 @@ struct TrainFlags {
     out: Option<std::path::PathBuf>,
 }
 
+#[cfg(feature = "offline")]
 impl TrainFlags {
-    fn args(self) -> forecast::cli::TrainArgs {
+    fn args(self) -> Result<offline::TrainArgs, offline::OfflineError> {
+        let models = shadow_forecast::serve::parse_models(&self.models)
+            .map_err(|e| offline::OfflineError::Usage(format!("--models: {e}")))?;
         let stem = self
             .csv
             .file_stem()
@@ -202,17 +212,22 @@ impl TrainFlags {
         let out = self
             .out
             .unwrap_or_else(|| format!("{}.model", stem.unwrap_or_default()).into());
-        forecast::cli::TrainArgs {
+        Ok(offline::TrainArgs {
             csv: self.csv,
             related: self.related,
             horizon: self.horizon,
-            models: self.models,
+            models,
             folds: self.folds,
             season: self.season,
             out,
-        }
+        })
     }
 }
+
+/// Bad usage: exit 64, like a clap error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -234,63 +249,62 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            match e.downcast_ref::<OfflineError>() {
-                Some(OfflineError::Usage(_)) => ExitCode::from(64),
-                _ => ExitCode::FAILURE,
+            if e.downcast_ref::<Usage>().is_some() || is_offline_usage(e.as_ref()) {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+#[cfg(feature = "offline")]
+fn is_offline_usage(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<offline::OfflineError>(),
+        Some(offline::OfflineError::Usage(_))
+    )
+}
+
+#[cfg(not(feature = "offline"))]
+fn is_offline_usage(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
+}
+
+type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+/// Writes a raw JSON answer and a newline.
+fn print_json(body: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(body)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let control = Control::new(&cli.control);
+    let admin = Admin::new(&cli.admin);
     match cli.command {
         Command::Mirror(Mirror::Set { service, percent }) => {
-            let body = serde_json::json!({ "percent": percent }).to_string();
-            let path = format!("/v1/mirror/{}", encode(&service));
-            let (status, body) =
-                client::control(&cli.control, hyper::Method::PUT, &path, Some(body)).await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
-            let s: MirrorStatus = serde_json::from_slice(&body)?;
+            let s = control.set_percent(&service, percent).await?;
             println!("{}: mirroring {}% of connections", s.service, s.percent);
         }
         Command::Mirror(Mirror::Status { json }) => {
-            let (status, body) =
-                client::control(&cli.control, hyper::Method::GET, "/v1/mirror", None).await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
             if json {
-                std::io::stdout().write_all(&body)?;
-                println!();
+                print_json(&control.get_json(routes::MIRROR).await?)?;
             } else {
-                let all: Vec<MirrorStatus> = serde_json::from_slice(&body)?;
-                print_status(&all);
+                print_status(&control.mirror().await?);
             }
         }
         Command::Record { out, duration } => {
             let out = std::path::absolute(&out)?;
-            let body = serde_json::json!({ "path": out }).to_string();
-            let (status, body) =
-                client::control(&cli.control, hyper::Method::POST, "/v1/record", Some(body))
-                    .await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
+            control.start_recording(&out).await?;
             eprintln!("recording to {} for {duration:?} ...", out.display());
             tokio::time::sleep(duration).await;
-            let (status, body) =
-                client::control(&cli.control, hyper::Method::DELETE, "/v1/record", None).await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
-            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            let (written, dropped) = control.stop_recording().await?;
             println!(
-                "recorded {} exchanges to {} ({} dropped)",
-                v["written"],
-                out.display(),
-                v["dropped"]
+                "recorded {written} exchanges to {} ({dropped} dropped)",
+                out.display()
             );
         }
         Command::Replay {
@@ -299,57 +313,26 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             speed,
         } => {
             if !(speed >= 0.0 && speed.is_finite()) {
-                return Err(format!("--speed {speed} must be 0 or positive").into());
+                return Err(Usage(format!("--speed {speed} must be 0 or positive")).into());
             }
-            let recs = shadow_proxy::replay::record::read(&file)?;
+            let recs = shadow_api::recording::read(&file)?;
             let summary = client::replay(&recs, &target, speed).await?;
             println!("{summary}");
         }
         Command::Mirror(Mirror::Rules { service, json }) => {
-            let path = format!("/v1/mirror/{}/rules", encode(&service));
-            let (status, body) =
-                client::control(&cli.control, hyper::Method::PUT, &path, Some(json)).await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
+            control.set_rules(&service, json).await?;
             println!("{service}: rules replaced");
         }
-        Command::Mirror(Mirror::Capture) => {
-            let (status, body) =
-                client::control(&cli.control, hyper::Method::GET, "/v1/capture", None).await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
-            std::io::stdout().write_all(&body)?;
-            println!();
-        }
-        Command::Diff(Diff::Summary { json }) => {
-            let (status, body) =
-                client::control(&cli.control, hyper::Method::GET, "/v1/diff", None).await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
+        Command::Mirror(Mirror::Capture) => print_json(&control.get_json(routes::CAPTURE).await?)?,
+        Command::Diff(Diff::Summary { json, all }) => {
             if json {
-                std::io::stdout().write_all(&body)?;
-                println!();
+                print_json(&control.get_json(routes::DIFF).await?)?;
             } else {
-                let all: Vec<shadow_proxy::replay::control::DiffSummary> =
-                    serde_json::from_slice(&body)?;
-                print_diff(&all);
+                print!("{}", render_diff(&control.diff().await?, all));
             }
         }
         Command::Diff(Diff::Show { id }) => {
-            let (status, body) = client::control(
-                &cli.control,
-                hyper::Method::GET,
-                &format!("/v1/diff/{id}"),
-                None,
-            )
-            .await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
-            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            let v = control.exchange(id).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Command::Diff(Diff::Noise {
@@ -358,50 +341,31 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             path,
             unmark,
         }) => {
-            let body = serde_json::json!({ "service": service, "route": route, "path": path, "noise": !unmark }).to_string();
-            let (status, body) = client::control(
-                &cli.control,
-                hyper::Method::PUT,
-                "/v1/diff/noise",
-                Some(body),
-            )
-            .await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
-            println!("{}", String::from_utf8_lossy(&body));
+            let mark = MarkNoise {
+                service,
+                route,
+                path,
+                noise: !unmark,
+            };
+            println!("{}", control.mark_noise(&mark).await?);
         }
         Command::Exchanges { limit } => {
-            let path = format!("/v1/exchanges?limit={limit}");
-            let (status, body) =
-                client::control(&cli.control, hyper::Method::GET, &path, None).await?;
-            if !status.is_success() {
-                return Err(api_error(&body).into());
-            }
-            std::io::stdout().write_all(&body)?;
-            println!();
+            let path = format!("{}?limit={limit}", routes::EXCHANGES);
+            print_json(&control.get_json(&path).await?)?;
         }
-        Command::Metrics => {
-            let body = client::get(&cli.admin, "/metrics").await?;
-            std::io::stdout().write_all(&body)?;
-        }
+        Command::Metrics => print!("{}", admin.metrics().await?),
         Command::History { metric: None } => {
-            let body = client::get(&cli.admin, "/api/v1/history").await?;
-            let names: Vec<String> = serde_json::from_slice(&body)?;
-            for n in names {
+            for n in admin.history_names().await? {
                 println!("{n}");
             }
         }
         Command::History { metric: Some(m) } => {
-            let path = format!("/api/v1/history?metric={}", encode(&m));
-            let body = client::get(&cli.admin, &path).await?;
-            let points: Vec<PerformanceData> = serde_json::from_slice(&body)?;
             println!("timestamp_ms,server_id,metric,value");
-            for p in points {
+            for p in admin.history(&m).await? {
                 println!("{},{},{},{}", p.timestamp, p.server_id, p.metric, p.value);
             }
         }
-        Command::Forecast(f) => forecast_cmd(&cli.control, f).await?,
+        Command::Forecast(f) => forecast_cmd(&control, f).await?,
         Command::Top {
             interval,
             count,
@@ -410,8 +374,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let mut prev: Option<View> = None;
             let mut shown = 0u64;
             loop {
-                let body = client::get(&cli.admin, "/api/v1/snapshot").await?;
-                let view: View = serde_json::from_slice(&body)?;
+                let view = admin.snapshot().await?;
                 let screen = top::render(prev.as_ref(), &view, &cli.admin);
                 let mut out = std::io::stdout().lock();
                 if !no_clear {
@@ -431,39 +394,34 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn forecast_cmd(
-    socket: &std::path::Path,
-    f: ForecastCmd,
-) -> Result<(), Box<dyn std::error::Error>> {
-    use forecast::cli;
+async fn forecast_cmd(control: &Control, f: ForecastCmd) -> Result<()> {
     let out = match (f.action, f.model, f.csv, f.metric) {
-        (Some(ForecastAction::Train(t)), ..) => format!("{}\n", cli::train(&t.args())?),
+        (Some(ForecastAction::Train(t)), ..) => train(t)?,
         (Some(ForecastAction::Events { json }), ..) => {
-            let body = control_get(socket, "/v1/forecast/events").await?;
             if json {
+                let body = control.get_json(routes::FORECAST_EVENTS).await?;
                 format!("{}\n", String::from_utf8_lossy(&body))
             } else {
-                forecast::table::render_events(&serde_json::from_slice::<Vec<_>>(&body)?)
+                table::render_events(&control.forecast_events().await?)
             }
         }
-        (None, Some(model), Some(csv), _) => {
-            let a = cli::forecast(&model, &csv, f.related.as_deref(), f.horizon.as_deref())?;
+        (None, Some(model), Some(csv), _) => offline_forecast(
+            &model,
+            &csv,
+            f.related.as_deref(),
+            f.horizon.as_deref(),
+            f.json,
+        )?,
+        (None, _, _, Some(metric)) => {
+            let a = control.forecast(&metric, f.horizon.as_deref()).await?;
             render_answer(&a, f.json)?
         }
-        (None, _, _, Some(metric)) => {
-            let mut path = format!("/v1/forecast/{}", encode(&metric));
-            if let Some(h) = &f.horizon {
-                path.push_str(&format!("?horizon={}", encode(h)));
-            }
-            let body = control_get(socket, &path).await?;
-            render_answer(&serde_json::from_slice(&body)?, f.json)?
-        }
         (None, ..) => {
-            let body = control_get(socket, "/v1/forecast").await?;
             if f.json {
+                let body = control.get_json(routes::FORECAST).await?;
                 format!("{}\n", String::from_utf8_lossy(&body))
             } else {
-                forecast::table::render_status(&serde_json::from_slice::<Vec<_>>(&body)?)
+                table::render_status(&control.forecast_status().await?)
             }
         }
     };
@@ -471,40 +429,58 @@ async fn forecast_cmd(
     Ok(())
 }
 
-fn render_answer(
-    a: &forecast::answer::ForecastAnswer,
+#[cfg(feature = "offline")]
+fn train(t: TrainFlags) -> Result<String> {
+    Ok(format!("{}\n", offline::train(&t.args()?)?))
+}
+
+#[cfg(feature = "offline")]
+fn offline_forecast(
+    model: &std::path::Path,
+    csv: &std::path::Path,
+    related: Option<&std::path::Path>,
+    horizon: Option<&str>,
     json: bool,
-) -> Result<String, Box<dyn std::error::Error>> {
+) -> Result<String> {
+    let a = offline::forecast(model, csv, related, horizon)?;
+    render_answer(&a, json)
+}
+
+#[cfg(not(feature = "offline"))]
+fn train(_: TrainFlags) -> Result<String> {
+    Err(Usage(OFFLINE_MISSING.into()).into())
+}
+
+#[cfg(not(feature = "offline"))]
+fn offline_forecast(
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: Option<&std::path::Path>,
+    _: Option<&str>,
+    _: bool,
+) -> Result<String> {
+    Err(Usage(OFFLINE_MISSING.into()).into())
+}
+
+#[cfg(not(feature = "offline"))]
+const OFFLINE_MISSING: &str =
+    "this shadowctl was built without offline forecasting (rebuild with the `offline` feature)";
+
+fn render_answer(a: &shadow_api::forecast::ForecastAnswer, json: bool) -> Result<String> {
     Ok(if json {
         format!("{}\n", serde_json::to_string_pretty(a)?)
     } else {
-        forecast::table::render_forecast(a)
+        table::render_forecast(a)
     })
 }
 
-/// GETs `path` from the control socket; the API's error message otherwise.
-async fn control_get(
-    socket: &std::path::Path,
-    path: &str,
-) -> Result<hyper::body::Bytes, Box<dyn std::error::Error>> {
-    let (status, body) = client::control(socket, hyper::Method::GET, path, None).await?;
-    if !status.is_success() {
-        return Err(api_error(&body).into());
-    }
-    Ok(body)
-}
-
-fn api_error(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
-}
-
-fn print_diff(all: &[shadow_proxy::replay::control::DiffSummary]) {
-    use shadow_proxy::diff::noise::Verdict;
+/// Regressions first (they are what a reader looks for), then a count of
+/// healthy routes; `all` lists every route with its counts as well.
+fn render_diff(all: &[DiffSummary], every_route: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     for s in all {
-        println!("{}:", s.service);
+        let _ = writeln!(out, "{}:", s.service);
         for (target, t) in &s.targets {
             let verdict = match &t.verdict {
                 Verdict::Healthy { compared } => format!("healthy ({compared} compared)"),
@@ -513,17 +489,14 @@ fn print_diff(all: &[shadow_proxy::replay::control::DiffSummary]) {
                 }
                 Verdict::Inconclusive { reason } => format!("inconclusive: {reason}"),
             };
-            println!("  {target}: {verdict}");
-            for (route, r) in &t.routes {
-                println!(
-                    "    {route}: {} compared, {} noise comparisons",
-                    r.compared, r.noise_compared
-                );
-            }
+            let _ = writeln!(out, "  {target}: {verdict}");
+            let mut regressed_routes = std::collections::BTreeSet::new();
             if let Verdict::Regressed { regressions } = &t.verdict {
                 for r in regressions {
-                    println!(
-                        "      {} {}: differs {:.2}% (noise {:.2}%), e.g. exchanges {:?}",
+                    regressed_routes.insert(r.route.as_str());
+                    let _ = writeln!(
+                        out,
+                        "    {} {}: differs {:.2}% (noise {:.2}%), e.g. exchanges {:?}",
                         r.route,
                         r.path,
                         r.diff_rate * 100.0,
@@ -532,8 +505,33 @@ fn print_diff(all: &[shadow_proxy::replay::control::DiffSummary]) {
                     );
                 }
             }
+            let healthy = t
+                .routes
+                .keys()
+                .filter(|r| !regressed_routes.contains(r.as_str()))
+                .count();
+            let _ = writeln!(
+                out,
+                "    {healthy} of {} routes without regressions{}",
+                t.routes.len(),
+                if every_route || t.routes.is_empty() {
+                    ""
+                } else {
+                    " (--all lists them)"
+                }
+            );
+            if every_route {
+                for (route, r) in &t.routes {
+                    let _ = writeln!(
+                        out,
+                        "    {route}: {} compared, {} noise comparisons",
+                        r.compared, r.noise_compared
+                    );
+                }
+            }
         }
     }
+    out
 }
 
 fn print_status(all: &[MirrorStatus]) {
@@ -565,11 +563,64 @@ fn print_status(all: &[MirrorStatus]) {
     }
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use shadow_api::mirror::{Regression, RouteStats, TargetDiff};
+
+    use super::*;
+
+    #[test]
+    fn diff_summary_lists_regressions_first_then_counts_healthy_routes() {
+        let routes: BTreeMap<String, RouteStats> = ["GET /a", "GET /b", "GET /c"]
+            .into_iter()
+            .map(|r| (r.to_owned(), RouteStats::default()))
+            .collect();
+        let regression = Regression {
+            route: "GET /b".into(),
+            path: "$.price".into(),
+            diff_rate: 0.5,
+            noise_rate: 0.0,
+            examples: vec![7],
+        };
+        let summary = DiffSummary {
+            service: "web".into(),
+            targets: [(
+                "http://shadow".to_owned(),
+                TargetDiff {
+                    verdict: Verdict::Regressed {
+                        regressions: vec![regression],
+                    },
+                    routes,
+                },
+            )]
+            .into(),
+            marked_noise: Vec::new(),
+        };
+        let short = render_diff(std::slice::from_ref(&summary), false);
+        let lines: Vec<&str> = short.lines().collect();
+        assert!(lines[1].contains("REGRESSED (1 fields)"), "{short}");
+        assert!(
+            lines[2].contains("GET /b $.price: differs 50.00%"),
+            "{short}"
+        );
+        assert!(
+            lines[3].contains("2 of 3 routes without regressions (--all lists them)"),
+            "{short}"
+        );
+        assert_eq!(lines.len(), 4, "no route list without --all: {short}");
+        let all = render_diff(&[summary], true);
+        for r in [
+            "GET /a: 0 compared",
+            "GET /b: 0 compared",
+            "GET /c: 0 compared",
+        ] {
+            assert!(all.contains(r), "--all lists {r}: {all}");
+        }
+        assert!(
+            all.find("$.price") < all.find("GET /a:"),
+            "regressions first: {all}"
+        );
+    }
 }

@@ -1,5 +1,10 @@
-//! A minimal HTTP/1.1 client for the agent's admin endpoint (used by
-//! `shadowctl`, the demo and the tests).
+//! A client for the agent's two servers (feature `client`): raw requests
+//! ([`get`], [`control`]), typed calls ([`Admin`], [`Control`]) and
+//! [`replay`] of a recording against a target.
+
+mod typed;
+
+pub use typed::{Admin, Control, encode};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode, body::Bytes};
@@ -18,6 +23,21 @@ pub enum ClientError {
         addr: String,
         #[source]
         source: hyper::Error,
+    },
+    /// The API refused (4xx/5xx); `message` is its own explanation.
+    #[error("{message}")]
+    Refused {
+        addr: String,
+        path: String,
+        status: StatusCode,
+        message: String,
+    },
+    #[error("{addr}{path}: unexpected answer: {source}")]
+    Decode {
+        addr: String,
+        path: String,
+        #[source]
+        source: serde_json::Error,
     },
     #[error("{addr}{path} answered {status}: {body}")]
     Status {
@@ -103,7 +123,7 @@ pub async fn control(
 /// Sends recorded requests to `target` at `speed` times the recorded pace
 /// (0: as fast as possible, 256 in flight at most); returns a summary.
 pub async fn replay(
-    recs: &[crate::replay::record::Recorded],
+    recs: &[crate::recording::Recorded],
     target: &str,
     speed: f64,
 ) -> Result<String, Box<dyn std::error::Error>> {

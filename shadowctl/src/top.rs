@@ -3,9 +3,7 @@
 
 use std::fmt::Write as _;
 
-use shadow_common::hist::bucket_upper_bound;
-
-use crate::kernel::{hist::Hist, view::View};
+use shadow_api::kernel::{Hist, View, bucket_upper_bound};
 
 /// Rows shown per table.
 const ROWS: usize = 8;
@@ -175,7 +173,7 @@ pub fn bars(o: &mut String, h: &Hist) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::snapshot::BlockSeries;
+    use shadow_api::kernel::BlockSeries;
     use shadow_common::Log2Hist;
 
     #[test]

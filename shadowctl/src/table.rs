@@ -3,12 +3,9 @@
 
 use std::fmt::Write as _;
 
-use shadow_forecast::series::format_timestamp;
-
-use super::{
-    answer::{ForecastAnswer, MetricStatus},
-    format_ahead,
-    watch::AnomalyEvent,
+use shadow_api::{
+    forecast::{AnomalyEvent, ForecastAnswer, MetricStatus},
+    time::{format_ahead, format_timestamp},
 };
 
 /// A forecast as a table, under a line with the model and why.

@@ -16,10 +16,8 @@ use shadow_forecast::{
     series::format_timestamp,
 };
 
-use super::{
-    answer::{ForecastAnswer, parse_horizon},
-    format_ahead,
-};
+use shadow_api::{forecast::ForecastAnswer, time::format_ahead};
+use shadow_forecast::serve::answer::parse_horizon;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -109,7 +107,7 @@ pub fn train(args: &TrainArgs) -> Result<String, OfflineError> {
         folds: args.folds,
         ..ForecasterConfig::default()
     };
-    let need = super::trainer::need_for(&cfg, data.series.step);
+    let need = shadow_forecast::serve::trainer::need_for(&cfg, data.series.step);
     if data.series.len() < need {
         return Err(ForecastError::TooShort {
             series: data.series.name.clone(),

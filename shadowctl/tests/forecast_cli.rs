@@ -1,3 +1,4 @@
+#![cfg(feature = "offline")]
 //! `shadowctl forecast train` and `shadowctl forecast --model` offline, on
 //! a real NAB file (AWS CloudWatch CPU, 5-minute steps), and their answers
 //! to bad input. CI has `../shared/data` beside the checkout; without it

@@ -1,0 +1,105 @@
+//! The shadowing routes of the control socket: `GET /v1/mirror` (one
+//! [`MirrorStatus`] per service), `GET /v1/diff` (a [`DiffSummary`] per
+//! service, a [`Verdict`] per shadow target) and `PUT /v1/diff/noise`
+//! ([`MarkNoise`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A serialisable copy of a service's statistics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StatsView {
+    pub flows_reassembled: u64,
+    pub flow_drops: BTreeMap<String, u64>,
+    pub requests_parsed: u64,
+    pub replayed: u64,
+    pub not_replayed: BTreeMap<String, u64>,
+    pub shadow_status: BTreeMap<u16, u64>,
+    /// Shadow minus live latency: sum and count, milliseconds.
+    pub latency_delta_ms_sum: f64,
+    pub latency_delta_count: u64,
+}
+
+impl StatsView {
+    /// Replayed share of the requests parsed from sampled connections.
+    pub fn coverage(&self) -> Option<f64> {
+        (self.requests_parsed > 0).then(|| self.replayed as f64 / self.requests_parsed as f64)
+    }
+}
+
+/// One service as `GET /v1/mirror` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    pub service: String,
+    pub port: u16,
+    pub percent: f64,
+    pub targets: Vec<String>,
+    pub packets_seen: u64,
+    pub packets_sampled: u64,
+    pub truncated: u64,
+    pub stats: StatsView,
+    pub coverage: Option<f64>,
+}
+
+/// One shadow target's diff state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetDiff {
+    pub verdict: Verdict,
+    pub routes: BTreeMap<String, RouteStats>,
+}
+
+/// One service's diff summary: a verdict per shadow target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffSummary {
+    pub service: String,
+    pub targets: BTreeMap<String, TargetDiff>,
+    pub marked_noise: Vec<(String, String)>,
+}
+
+/// `PUT /v1/diff/noise`'s body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkNoise {
+    pub service: String,
+    pub route: String,
+    pub path: String,
+    pub noise: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FieldStats {
+    /// Live-vs-shadow comparisons in which this field differed.
+    pub diffs: u64,
+    /// Noise-only comparisons in which it differed.
+    pub noise_diffs: u64,
+    /// Live-vs-shadow comparisons where both values had the same volatile shape.
+    pub shape_noise: u64,
+    /// Up to three exchange ids that showed the difference.
+    pub examples: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteStats {
+    pub compared: u64,
+    pub noise_compared: u64,
+    pub fields: BTreeMap<String, FieldStats>,
+}
+
+/// A reported field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Regression {
+    pub route: String,
+    pub path: String,
+    pub diff_rate: f64,
+    pub noise_rate: f64,
+    pub examples: Vec<u64>,
+}
+
+/// What other modules act on (promotion, rollback).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Verdict {
+    Healthy { compared: u64 },
+    Regressed { regressions: Vec<Regression> },
+    Inconclusive { reason: String },
+}
