@@ -117,6 +117,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         _ => None,
     };
     let control = bind_control(&cfg.control_socket, shadowing.is_some())?;
+    // The socket is ours to remove at exit only if we bound it.
+    let control_bound = control.is_some();
     let prometheus = m::install_recorder(cfg.interval * 30 + Duration::from_secs(30))
         .map_err(AgentError::Recorder)?;
     let listener = tokio::net::TcpListener::bind(cfg.admin)
@@ -191,7 +193,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     tracing::info!("Shutting down: detaching kernel programs");
     let _ = stop.send(true);
     tasks.stop().await;
-    if shadowing.is_some() || std::fs::metadata(&cfg.control_socket).is_ok() {
+    if let Some(control) = &shadowing {
+        control
+            .capture
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_added_qdisc();
+    }
+    if control_bound {
         let _ = std::fs::remove_file(&cfg.control_socket);
     }
     drop(pid_file);

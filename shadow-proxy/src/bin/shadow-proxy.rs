@@ -170,14 +170,8 @@ fn main() -> ExitCode {
                 f.dir.display()
             );
         }
-        return match telemetry::KernelTelemetry::load_with(!cli.no_tcp_bytes) {
-            Ok(_) => {
-                println!(
-                    "ok: {} tracepoint programs load and attach",
-                    telemetry::TRACEPOINTS.len()
-                );
-                ExitCode::SUCCESS
-            }
+        return match check_kernel(!cli.no_tcp_bytes, shadow.as_ref()) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::FAILURE
@@ -223,4 +217,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check`'s kernel half: the tracepoint programs load and attach, and so
+/// does the classifier on the configured interface (then all is detached,
+/// and a clsact qdisc added for the check is removed).
+fn check_kernel(tcp_bytes: bool, shadow: Option<&config::Config>) -> Result<(), String> {
+    let mut telemetry =
+        telemetry::KernelTelemetry::load_with(tcp_bytes).map_err(|e| e.to_string())?;
+    println!(
+        "ok: {} tracepoint programs load and attach",
+        telemetry::TRACEPOINTS.len()
+    );
+    if let Some(c) = shadow.filter(|c| !c.services.is_empty()) {
+        let (mut capture, _perf) =
+            shadow_proxy::capture::TcCapture::attach(telemetry.ebpf_mut(), &c.capture)
+                .map_err(|e| format!("capture: {e}"))?;
+        capture.remove_added_qdisc();
+        println!(
+            "ok: the classifier attaches to {} ({:?})",
+            c.capture.interface, c.capture.attach
+        );
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod packet;
 pub mod pipeline;
+pub mod qdisc;
 pub mod reassembly;
 
 use aya::{
@@ -43,6 +44,9 @@ pub struct TcCapture {
     services: HashMap<MapData, u16, ServiceSampling>,
     stats: PerCpuArray<MapData, CaptureCounters>,
     pub interface: String,
+    /// Whether the clsact qdisc on the interface is ours (it was not there
+    /// before): a clean exit removes it, and only then.
+    added_clsact: bool,
 }
 
 impl TcCapture {
@@ -58,6 +62,11 @@ impl TcCapture {
             interface: iface.to_owned(),
             message,
         };
+        if !qdisc::interface_exists(iface) {
+            return Err(attach_err(
+                "no such interface here (`ip link` lists them)".into(),
+            ));
+        }
         let hooks: &[(&str, TcAttachType)] = match cfg.attach {
             AttachMode::Ingress => &[(TC_INGRESS_PROGRAM, TcAttachType::Ingress)],
             AttachMode::Egress => &[(TC_EGRESS_PROGRAM, TcAttachType::Egress)],
@@ -78,8 +87,9 @@ impl TcCapture {
                 );
             }
         }
-        // tcx (kernel >= 6.6) needs no qdisc; netlink attachment does.
-        let _ = tc::qdisc_add_clsact(iface);
+        // tcx (kernel >= 6.6) needs no qdisc; netlink attachment does. An
+        // error here means one exists already: someone else's, left alone.
+        let added_clsact = tc::qdisc_add_clsact(iface).is_ok();
         for (name, hook) in hooks {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -109,9 +119,26 @@ impl TcCapture {
                 services,
                 stats,
                 interface: cfg.interface.clone(),
+                added_clsact,
             },
             perf,
         ))
+    }
+
+    /// Removes the clsact qdisc if the agent added it (at a clean exit);
+    /// once only.
+    pub fn remove_added_qdisc(&mut self) {
+        if !std::mem::take(&mut self.added_clsact) {
+            return;
+        }
+        match qdisc::delete_clsact(&self.interface) {
+            Ok(()) => {
+                tracing::info!(interface = %self.interface, "Removed the clsact qdisc the agent added")
+            }
+            Err(error) => {
+                tracing::warn!(%error, interface = %self.interface, "Could not remove the clsact qdisc the agent added");
+            }
+        }
     }
 
     /// Sets a service's sampling rate; takes effect for the next packet.

@@ -1,0 +1,68 @@
+//! `shadow-proxy --check` validates what a start would do: the programs
+//! load, and the classifier attaches to the configured interface. It fails,
+//! naming the interface, when that interface does not exist, and leaves no
+//! qdisc behind when it does.
+
+use std::process::Command;
+
+use shadow_tests::{built_binary, kernel_test, sh};
+
+fn check_in(ns: &str, interface: &str) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("shadow-check-{interface}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("shadow.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\ninterface = \"{interface}\"\n\n[[service]]\nname = \"web\"\nport = 18080\n\
+             percent = 1.0\ntargets = [\"http://127.0.0.1:18081\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(built_binary("shadow-proxy"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--forecast-dir")
+        .arg(dir.join("forecast"))
+        .output()
+        .expect("runs shadow-proxy --check");
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[test]
+fn check_attaches_the_classifier_and_names_a_missing_interface() {
+    let Some(_k) = kernel_test("check_attaches_the_classifier_and_names_a_missing_interface")
+    else {
+        return;
+    };
+    let ns = format!("sh-check-{}", std::process::id() % 100_000);
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    sh("ip", &["netns", "add", &ns]);
+    sh("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+
+    let out = check_in(&ns, "lo");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "--check on lo: {stdout}{stderr}");
+    assert!(stdout.contains("classifier attaches to lo"), "{stdout}");
+    let qdiscs = sh("tc", &["-n", &ns, "qdisc", "show", "dev", "lo"]);
+    assert!(
+        !qdiscs.contains("clsact"),
+        "--check leaves no qdisc: {qdiscs}"
+    );
+
+    let out = check_in(&ns, "shadow-nope0");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interface shadow-nope0") && stderr.contains("no such interface"),
+        "the error names the interface: {stderr}"
+    );
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+}
