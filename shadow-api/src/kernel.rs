@@ -26,6 +26,19 @@ pub struct KernelSnapshot {
     pub block_issued: u64,
     /// `tcp_probe` events seen since attach.
     pub tcp_probes: u64,
+    /// Errors the programs' bodies returned, by program and kind (every
+    /// pair, zeros included, so rates can be taken).
+    #[serde(default)]
+    pub program_errors: Vec<ProgramErrors>,
+}
+
+/// How often one program's body failed one way.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProgramErrors {
+    pub program: String,
+    /// `field_read`, `packet_load`, `helper` or `other`.
+    pub kind: String,
+    pub count: u64,
 }
 
 /// Per (device, operation): latency and request size.

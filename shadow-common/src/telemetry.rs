@@ -54,9 +54,70 @@ pub mod stat {
     pub const TCP_PROBES: u32 = 9;
     /// Local listening ports learnt from accepted connections.
     pub const LISTEN_PORTS_LEARNT: u32 = 10;
+    /// First of the program-error slots (see [`super::prog_error`]).
+    pub const PROG_ERRORS: u32 = 16;
     /// Number of slots.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 64;
 }
+
+/// The programs, numbered for their error slots.
+pub mod program {
+    pub const BLOCK_RQ_ISSUE: u32 = 0;
+    pub const BLOCK_RQ_COMPLETE: u32 = 1;
+    pub const TCP_PROBE: u32 = 2;
+    pub const INET_SOCK_SET_STATE: u32 = 3;
+    pub const TCP_RETRANSMIT_SKB: u32 = 4;
+    pub const SOCK_SEND_LENGTH: u32 = 5;
+    pub const SOCK_RECV_LENGTH: u32 = 6;
+    pub const TC_INGRESS: u32 = 7;
+    pub const TC_EGRESS: u32 = 8;
+    /// In the order of the constants above.
+    pub const NAMES: [&str; 9] = [
+        "block_rq_issue",
+        "block_rq_complete",
+        "tcp_probe",
+        "inet_sock_set_state",
+        "tcp_retransmit_skb",
+        "sock_send_length",
+        "sock_recv_length",
+        "shadow_tc_ingress",
+        "shadow_tc_egress",
+    ];
+}
+
+/// What a program's `try_*` body returned as its error, counted per program
+/// and kind in `STATS[stat::PROG_ERRORS + program * KINDS + kind]`.
+pub mod prog_error {
+    /// A tracepoint field could not be read.
+    pub const FIELD_READ: i64 = 1;
+    /// Packet bytes could not be loaded.
+    pub const PACKET_LOAD: i64 = 2;
+    /// Any other positive code.
+    pub const OTHER: i64 = 3;
+    /// A helper returned a negative errno (perf output, skb load).
+    pub const HELPER: i64 = -1;
+    pub const KINDS: u32 = 4;
+    /// Kind names by kind index.
+    pub const NAMES: [&str; 4] = ["field_read", "packet_load", "other", "helper"];
+
+    /// The kind index of an error code.
+    pub const fn kind(code: i64) -> u32 {
+        match code {
+            FIELD_READ => 0,
+            PACKET_LOAD => 1,
+            c if c < 0 => 3,
+            _ => 2,
+        }
+    }
+
+    /// The stats slot for `program`'s error `code`.
+    pub const fn slot(program: u32, code: i64) -> u32 {
+        super::stat::PROG_ERRORS + program * KINDS + kind(code)
+    }
+}
+
+const _: () =
+    assert!(stat::PROG_ERRORS + program::NAMES.len() as u32 * prog_error::KINDS <= stat::COUNT);
 
 /// Block operation, decoded from the tracepoint's `rwbs` string.
 pub mod block_op {

@@ -26,7 +26,9 @@ static BLOCK_STATS: HashMap<BlockKey, BlockStats> =
 
 #[tracepoint]
 pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
-    let _ = try_block_rq_issue(&ctx);
+    if let Err(code) = try_block_rq_issue(&ctx) {
+        crate::shared::count_error(shadow_common::program::BLOCK_RQ_ISSUE, code);
+    }
     0
 }
 
@@ -57,7 +59,9 @@ fn try_block_rq_issue(ctx: &TracePointContext) -> Result<(), i64> {
 
 #[tracepoint]
 pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
-    let _ = try_block_rq_complete(&ctx);
+    if let Err(code) = try_block_rq_complete(&ctx) {
+        crate::shared::count_error(shadow_common::program::BLOCK_RQ_COMPLETE, code);
+    }
     0
 }
 

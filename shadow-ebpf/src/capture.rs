@@ -36,13 +36,17 @@ const ETH_P_IPV6: u16 = 0x86DD;
 
 #[classifier]
 pub fn shadow_tc_ingress(ctx: TcContext) -> i32 {
-    let _ = try_shadow_tc(&ctx, hook::INGRESS);
+    if let Err(code) = try_shadow_tc(&ctx, hook::INGRESS) {
+        crate::shared::count_error(shadow_common::program::TC_INGRESS, code);
+    }
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn shadow_tc_egress(ctx: TcContext) -> i32 {
-    let _ = try_shadow_tc(&ctx, hook::EGRESS);
+    if let Err(code) = try_shadow_tc(&ctx, hook::EGRESS) {
+        crate::shared::count_error(shadow_common::program::TC_EGRESS, code);
+    }
     TC_ACT_UNSPEC
 }
 
@@ -59,17 +63,31 @@ struct L4 {
 
 /// Parses Ethernet + IPv4/IPv6 into `m`'s addresses; `None` for non-TCP.
 fn parse_ip(ctx: &TcContext, m: &mut PacketMeta) -> Result<Option<L4>, i64> {
-    let proto = u16::from_be(ctx.load::<u16>(12).map_err(|_| 1i64)?);
+    let proto = u16::from_be(
+        ctx.load::<u16>(12)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?,
+    );
     if proto == ETH_P_IP {
-        let vihl: u8 = ctx.load(ETH_HLEN).map_err(|_| 1i64)?;
+        let vihl: u8 = ctx
+            .load(ETH_HLEN)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
         let ihl = ((vihl & 0x0f) as usize) * 4;
-        let l4: u8 = ctx.load(ETH_HLEN + 9).map_err(|_| 1i64)?;
+        let l4: u8 = ctx
+            .load(ETH_HLEN + 9)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
         if l4 as u16 != IPPROTO_TCP || ihl < 20 {
             return Ok(None);
         }
-        let total = u16::from_be(ctx.load::<u16>(ETH_HLEN + 2).map_err(|_| 1i64)?) as u32;
-        let s: [u8; 4] = ctx.load(ETH_HLEN + 12).map_err(|_| 1i64)?;
-        let d: [u8; 4] = ctx.load(ETH_HLEN + 16).map_err(|_| 1i64)?;
+        let total = u16::from_be(
+            ctx.load::<u16>(ETH_HLEN + 2)
+                .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?,
+        ) as u32;
+        let s: [u8; 4] = ctx
+            .load(ETH_HLEN + 12)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
+        let d: [u8; 4] = ctx
+            .load(ETH_HLEN + 16)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
         m.saddr = [0; 16];
         m.daddr = [0; 16];
         m.saddr[..4].copy_from_slice(&s);
@@ -80,16 +98,25 @@ fn parse_ip(ctx: &TcContext, m: &mut PacketMeta) -> Result<Option<L4>, i64> {
             ip_payload: total.saturating_sub(ihl as u32),
         }))
     } else if proto == ETH_P_IPV6 {
-        let next: u8 = ctx.load(ETH_HLEN + 6).map_err(|_| 1i64)?;
+        let next: u8 = ctx
+            .load(ETH_HLEN + 6)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
         if next as u16 != IPPROTO_TCP {
             return Ok(None);
         }
-        m.saddr = ctx.load(ETH_HLEN + 8).map_err(|_| 1i64)?;
-        m.daddr = ctx.load(ETH_HLEN + 24).map_err(|_| 1i64)?;
+        m.saddr = ctx
+            .load(ETH_HLEN + 8)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
+        m.daddr = ctx
+            .load(ETH_HLEN + 24)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
         m.family = AF_INET6;
         Ok(Some(L4 {
             tcp_off: ETH_HLEN + 40,
-            ip_payload: u16::from_be(ctx.load::<u16>(ETH_HLEN + 4).map_err(|_| 1i64)?) as u32,
+            ip_payload: u16::from_be(
+                ctx.load::<u16>(ETH_HLEN + 4)
+                    .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?,
+            ) as u32,
         }))
     } else {
         Ok(None)
@@ -110,7 +137,9 @@ fn try_shadow_tc(ctx: &TcContext, hook: u8) -> Result<(), i64> {
     let Some(l4) = parse_ip(ctx, m)? else {
         return Ok(());
     };
-    let ports: u32 = ctx.load(l4.tcp_off).map_err(|_| 1i64)?;
+    let ports: u32 = ctx
+        .load(l4.tcp_off)
+        .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
     let sport = u16::from_be(ports as u16);
     let dport = u16::from_be((ports >> 16) as u16);
     // SAFETY: values are only copied out.
@@ -178,7 +207,7 @@ fn send_tail(ctx: &TcContext, rec: &mut TailRecord, tail: u32) -> Result<(), i64
     // SAFETY: masks a register; no memory is touched.
     unsafe { core::arch::asm!("{0} &= 511", inout(reg) n, options(nomem, nostack)) };
     if n == 0 {
-        return Err(1);
+        return Err(shadow_common::prog_error::OTHER);
     }
     // SAFETY: `rec.bytes` has TAIL_MAX bytes and `n <= TAIL_MAX`; the helper
     // checks the offset against the packet.
@@ -215,9 +244,17 @@ fn send_tail(ctx: &TcContext, rec: &mut TailRecord, tail: u32) -> Result<(), i64
 /// Sequence numbers, flags, lengths and the time.
 fn fill_tcp(ctx: &TcContext, m: &mut PacketMeta, l4: &L4) -> Result<(), i64> {
     let off = l4.tcp_off;
-    m.seq = u32::from_be(ctx.load::<u32>(off + 4).map_err(|_| 1i64)?);
-    m.ack = u32::from_be(ctx.load::<u32>(off + 8).map_err(|_| 1i64)?);
-    let doff_flags: [u8; 2] = ctx.load(off + 12).map_err(|_| 1i64)?;
+    m.seq = u32::from_be(
+        ctx.load::<u32>(off + 4)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?,
+    );
+    m.ack = u32::from_be(
+        ctx.load::<u32>(off + 8)
+            .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?,
+    );
+    let doff_flags: [u8; 2] = ctx
+        .load(off + 12)
+        .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
     let tcp_hlen = ((doff_flags[0] >> 4) as u32) * 4;
     m.tcp_flags = doff_flags[1];
     m.skb_len = ctx.len();

@@ -58,13 +58,19 @@ pub fn count(slot: u32) {
     }
 }
 
+/// Counts an error a program's body returned (by program and kind).
+#[inline(always)]
+pub fn count_error(program: u32, code: i64) {
+    count(shadow_common::prog_error::slot(program, code));
+}
+
 /// Reads a field at `off` from the tracepoint record.
 #[inline(always)]
 pub fn read<T>(ctx: &TracePointContext, off: u32) -> Result<T, i64> {
     // SAFETY: the record is `ctx`'s memory; probe_read copes with any offset.
     unsafe { ctx.read_at::<T>(off as usize) }.map_err(|_| {
         count(stat::READ_FAILED);
-        1
+        shadow_common::prog_error::FIELD_READ
     })
 }
 

@@ -91,7 +91,9 @@ fn sockaddr_addr(family: u16, sa: &[u8; 28]) -> [u8; 16] {
 
 #[tracepoint]
 pub fn tcp_probe(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_probe(&ctx);
+    if let Err(code) = try_tcp_probe(&ctx) {
+        crate::shared::count_error(shadow_common::program::TCP_PROBE, code);
+    }
     0
 }
 
@@ -137,7 +139,9 @@ fn state_addr(
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_inet_sock_set_state(&ctx);
+    if let Err(code) = try_inet_sock_set_state(&ctx) {
+        crate::shared::count_error(shadow_common::program::INET_SOCK_SET_STATE, code);
+    }
     0
 }
 
@@ -271,7 +275,9 @@ fn on_close(ctx: &TracePointContext, skaddr: u64) {
 
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_retransmit_skb(&ctx);
+    if let Err(code) = try_tcp_retransmit_skb(&ctx) {
+        crate::shared::count_error(shadow_common::program::TCP_RETRANSMIT_SKB, code);
+    }
     0
 }
 
@@ -291,13 +297,17 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Result<(), i64> {
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let _ = try_sock_length(&ctx, true);
+    if let Err(code) = try_sock_length(&ctx, true) {
+        crate::shared::count_error(shadow_common::program::SOCK_SEND_LENGTH, code);
+    }
     0
 }
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let _ = try_sock_length(&ctx, false);
+    if let Err(code) = try_sock_length(&ctx, false) {
+        crate::shared::count_error(shadow_common::program::SOCK_RECV_LENGTH, code);
+    }
     0
 }
 

@@ -66,3 +66,40 @@ fn check_attaches_the_classifier_and_names_a_missing_interface() {
     );
     let _ = Command::new("ip").args(["netns", "del", &ns]).output();
 }
+
+#[test]
+fn program_errors_are_exported_for_every_program_and_kind() {
+    let Some(_k) = kernel_test("program_errors_are_exported_for_every_program_and_kind") else {
+        return;
+    };
+    let agent = shadow_tests::Agent::start("program-errors");
+    // The poller publishes within an interval (200 ms) of the start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let page = loop {
+        let page = agent.get("/metrics");
+        if page.contains("shadow_kernel_program_errors_total{")
+            || std::time::Instant::now() > deadline
+        {
+            break page;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let series: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("shadow_kernel_program_errors_total{"))
+        .collect();
+    // 9 programs x 4 kinds, zeros included, so `rate()` works from the start.
+    assert_eq!(series.len(), 36, "{}", series.join("\n"));
+    for program in ["tcp_probe", "block_rq_issue", "shadow_tc_ingress"] {
+        assert!(
+            series
+                .iter()
+                .any(|l| l.contains(&format!("program=\"{program}\""))
+                    && l.contains("kind=\"field_read\"")),
+            "{program} field_read missing:\n{}",
+            series.join("\n")
+        );
+    }
+    let view = agent.view();
+    assert_eq!(view.kernel.program_errors.len(), 36);
+}

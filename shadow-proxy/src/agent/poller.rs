@@ -114,6 +114,10 @@ fn publish_metrics(kernel: &KernelSnapshot, host: &[(String, f64)]) {
     for (reason, n) in kernel.drops.by_reason() {
         metrics::counter!(names::KERNEL_DROPS, "reason" => reason).absolute(n);
     }
+    for e in &kernel.program_errors {
+        let labels = [("program", e.program.clone()), ("kind", e.kind.clone())];
+        metrics::counter!(names::KERNEL_PROGRAM_ERRORS, &labels).absolute(e.count);
+    }
     metrics::counter!(names::KERNEL_EVENTS, "event" => "block_rq_issue")
         .absolute(kernel.block_issued);
     metrics::counter!(names::KERNEL_EVENTS, "event" => "tcp_probe").absolute(kernel.tcp_probes);

@@ -4,10 +4,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use shadow_common::{
-    AF_INET, BlockKey, BlockStats, EndpointKey, EndpointStats, block_op, direction, stat,
+    AF_INET, BlockKey, BlockStats, EndpointKey, EndpointStats, block_op, direction, prog_error,
+    program, stat,
 };
 
-pub use shadow_api::kernel::{BlockSeries, EndpointSeries, KernelDrops, KernelSnapshot};
+pub use shadow_api::kernel::{
+    BlockSeries, EndpointSeries, KernelDrops, KernelSnapshot, ProgramErrors,
+};
 
 use super::devices::{DeviceNames, split_dev};
 use super::hist::Hist;
@@ -40,7 +43,23 @@ pub fn build(
         },
         block_issued: c(stat::BLOCK_ISSUED),
         tcp_probes: c(stat::TCP_PROBES),
+        program_errors: program_errors(&c),
     }
+}
+
+/// Every (program, kind) pair with its count, from the error slots.
+fn program_errors(c: &impl Fn(u32) -> u64) -> Vec<ProgramErrors> {
+    let mut out = Vec::new();
+    for (p, name) in program::NAMES.iter().enumerate() {
+        for (k, kind) in prog_error::NAMES.iter().enumerate() {
+            out.push(ProgramErrors {
+                program: (*name).to_owned(),
+                kind: (*kind).to_owned(),
+                count: c(stat::PROG_ERRORS + p as u32 * prog_error::KINDS + k as u32),
+            });
+        }
+    }
+    out
 }
 
 /// Dual-stack sockets report IPv4 peers as mapped IPv6 addresses; once both
@@ -114,5 +133,31 @@ fn endpoint_series(k: &EndpointKey, v: &EndpointStats) -> EndpointSeries {
         connections: c.connections,
         connect_failures: c.connect_failures,
         closes: c.closes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_errors_come_from_their_slots_by_program_and_kind() {
+        let mut counts = [0u64; stat::COUNT as usize];
+        counts[prog_error::slot(program::TCP_PROBE, prog_error::FIELD_READ) as usize] = 3;
+        counts[prog_error::slot(program::TC_EGRESS, -22) as usize] = 2;
+        counts[prog_error::slot(program::TC_INGRESS, 99) as usize] = 1;
+        let c = |slot: u32| counts[slot as usize];
+        let errors = program_errors(&c);
+        assert_eq!(errors.len(), program::NAMES.len() * prog_error::NAMES.len());
+        let get = |p: &str, k: &str| {
+            errors
+                .iter()
+                .find(|e| e.program == p && e.kind == k)
+                .map(|e| e.count)
+        };
+        assert_eq!(get("tcp_probe", "field_read"), Some(3));
+        assert_eq!(get("shadow_tc_egress", "helper"), Some(2));
+        assert_eq!(get("shadow_tc_ingress", "other"), Some(1));
+        assert_eq!(errors.iter().map(|e| e.count).sum::<u64>(), 6);
     }
 }

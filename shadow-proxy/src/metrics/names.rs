@@ -19,6 +19,8 @@ pub const TCP_ENDPOINTS: &str = "shadow_tcp_endpoints_tracked";
 
 // Through the `metrics` recorder.
 pub const KERNEL_DROPS: &str = "shadow_kernel_drops_total";
+/// Errors the eBPF programs' bodies returned, by `program` and `kind`.
+pub const KERNEL_PROGRAM_ERRORS: &str = "shadow_kernel_program_errors_total";
 pub const KERNEL_EVENTS: &str = "shadow_kernel_events_total";
 pub const HOST_GAUGE_PREFIX: &str = "shadow_";
 pub const HISTORY_REFUSED: &str = "shadow_history_refused_total";
