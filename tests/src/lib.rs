@@ -35,6 +35,36 @@ pub fn kernel_test(name: &str) -> Option<MutexGuard<'static, ()>> {
     Some(KERNEL.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// Polls `cond` every 50 ms until it holds; panics after `timeout` with a
+/// message naming `what` it waited for.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    wait_until_ok(timeout, what, || {
+        if cond() { Ok(()) } else { Err(String::new()) }
+    });
+}
+
+/// Polls `probe` every 50 ms until it returns `Ok`; panics after `timeout`
+/// naming `what` it waited for and the last `Err`: what was seen instead.
+pub fn wait_until_ok<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match probe() {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}{}{seen}",
+            if seen.is_empty() { "" } else { "; last seen: " }
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The workspace's target directory.
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(

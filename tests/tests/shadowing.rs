@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::Value;
 use shadow_proxy::replay::control::MirrorStatus;
-use shadow_tests::{Proc, built_binary, kernel_test, sh};
+use shadow_tests::{Proc, built_binary, kernel_test, sh, wait_until, wait_until_ok};
 
 /// One namespace with loopback up, deleted on drop.
 struct Netns(String);
@@ -31,6 +31,34 @@ impl Netns {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.0]).arg(program);
         c
+    }
+
+    /// A TCP socket bound to a free loopback port inside the namespace and
+    /// never listening: connecting to it is refused, and while it is held
+    /// nothing else can take the port (unlike a port bound and released).
+    fn closed_port(&self) -> (socket2::Socket, SocketAddr) {
+        let path = format!("/var/run/netns/{}", self.0);
+        // setns changes only the calling thread's namespace, so a thread of
+        // its own makes the socket; the socket stays in the namespace.
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns on a namespace fd we hold, for this thread only.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            sock.bind(&any.into()).expect("bind a loopback port");
+            let addr = sock
+                .local_addr()
+                .expect("local address")
+                .as_socket()
+                .expect("an IP address");
+            (sock, addr)
+        })
+        .join()
+        .expect("closed-port thread")
     }
 }
 
@@ -58,6 +86,8 @@ fn listening(what: &str, mut cmd: Command) -> (Proc, SocketAddr) {
 
 struct Shadow {
     _proc: Option<Proc>,
+    /// Holds a "down" shadow's port closed.
+    _closed: Option<socket2::Socket>,
     addr: SocketAddr,
     log: PathBuf,
 }
@@ -91,10 +121,11 @@ impl Mirror {
         for (i, mode) in modes.iter().enumerate() {
             let log = dir.join(format!("shadow{i}.jsonl"));
             if *mode == "down" {
-                // A port nobody listens on: bind and release one.
+                let (sock, addr) = ns.closed_port();
                 shadows.push(Shadow {
                     _proc: None,
-                    addr: "127.0.0.1:9".parse().unwrap(),
+                    _closed: Some(sock),
+                    addr,
                     log,
                 });
                 continue;
@@ -108,6 +139,7 @@ impl Mirror {
             let (p, addr) = listening("shadow server", c);
             shadows.push(Shadow {
                 _proc: Some(p),
+                _closed: None,
                 addr,
                 log,
             });
@@ -148,17 +180,15 @@ impl Mirror {
             .stdout(Stdio::null())
             .stderr(log);
         let mut agent = Proc::spawn("shadow-proxy", &mut a);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready.exists() {
+        wait_until(Duration::from_secs(30), "the agent's ready file", || {
             if let Some(st) = agent.child.try_wait().unwrap() {
                 panic!(
                     "agent exited with {st}:\n{}",
                     std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "agent not ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            ready.exists()
+        });
         Self {
             ns,
             dir,
@@ -205,15 +235,43 @@ impl Mirror {
             .collect()
     }
 
-    /// Waits until shadow `i` logged `n` requests (or the timeout), then a
-    /// little longer to catch any extra ones.
+    /// Waits until shadow `i` logged `n` requests (or the timeout), then
+    /// until the agent has settled, so extra ones would show too.
     fn wait_shadow(&self, i: usize, n: usize, timeout: Duration) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         while self.shadow_log(i).len() < n && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        self.settle(Duration::from_secs(15));
         self.shadow_log(i)
+    }
+
+    /// Waits until the agent has caught up with everything it sampled: the
+    /// capture thread read every sample the kernel sent, no flow is open
+    /// or buffered, and every parsed request was replayed or counted as not
+    /// replayed. A shadow logs a request before answering it, so its log is
+    /// complete then.
+    fn settle(&self, timeout: Duration) {
+        wait_until_ok(
+            timeout,
+            "the agent to capture, parse and replay everything it sampled",
+            || {
+                let st = self.status();
+                let out = self.shadowctl(&["mirror", "capture"]);
+                let cap: shadow_proxy::capture::pipeline::PipelineView =
+                    serde_json::from_slice(&out.stdout).expect("capture JSON");
+                let accounted = st.stats.replayed + st.stats.not_replayed.values().sum::<u64>();
+                let settled = cap.samples + cap.lost >= st.packets_sampled
+                    && cap.flows == 0
+                    && cap.buffered_bytes == 0
+                    && accounted >= st.stats.requests_parsed;
+                if settled {
+                    Ok(())
+                } else {
+                    Err(format!("status {st:?}\ncapture {cap:?}"))
+                }
+            },
+        );
     }
 
     fn status(&self) -> MirrorStatus {
@@ -369,7 +427,7 @@ fn a_hundred_concurrent_connections_are_all_mirrored() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    m.settle(Duration::from_secs(15));
     let mut all = m.shadow_log(0);
     all.extend(m.shadow_log(1));
     let mut want: Vec<String> = (0..100).map(|i| format!("/concurrent/{i}")).collect();
@@ -398,7 +456,7 @@ fn ten_percent_sampling_holds_and_changes_at_run_time_without_losing_live_reques
         r.iter().all(|x| x["status"] == 200),
         "every live request answered"
     );
-    std::thread::sleep(Duration::from_secs(1));
+    m.settle(Duration::from_secs(15));
     let mirrored = m.shadow_log(0).len();
     // Binomial(1000, 0.1): mean 100, sd 9.5; 4 sd either side.
     assert!(
@@ -427,14 +485,20 @@ fn ten_percent_sampling_holds_and_changes_at_run_time_without_losing_live_reques
     running
         .args(["client", &m.live.to_string(), "connections", "300", "5"])
         .stdout(Stdio::piped());
+    let seen_before = m.status().packets_seen;
     let child = running.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Change the rate only once the client is under way.
+    wait_until(
+        Duration::from_secs(10),
+        "the running client's first packets",
+        || m.status().packets_seen > seen_before,
+    );
     let set = m.shadowctl(&["mirror", "set", "web", "100"]);
     assert!(set.status.success(), "{set:?}");
     let out = child.wait_with_output().unwrap();
     let answers = String::from_utf8_lossy(&out.stdout).lines().count();
     assert_eq!(answers, 300, "live client lost requests during the change");
-    std::thread::sleep(Duration::from_secs(1));
+    m.settle(Duration::from_secs(15));
     let log = m.shadow_log(0);
     let last_50: Vec<String> = (250..300).map(|i| format!("/conn/{i}")).collect();
     for p in &last_50 {
@@ -460,7 +524,8 @@ fn a_down_slow_or_resetting_shadow_leaves_live_results_unchanged() {
         let m = Mirror::start(mode, 100.0, &[mode], "");
         let got = m.client("keepalive", &["20"]);
         assert_eq!(got, baseline, "live answers changed with a {mode} shadow");
-        std::thread::sleep(Duration::from_millis(2500));
+        // A slow shadow's replays end at the 2 s timeout.
+        m.settle(Duration::from_secs(15));
         let st = m.status();
         assert_eq!(
             st.stats.requests_parsed, 20,
@@ -510,7 +575,7 @@ fn secrets_are_redacted_and_unsafe_methods_blocked_by_default() {
         );
         assert!(!r.to_string().contains("s3cret"));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    m.settle(Duration::from_secs(15));
     let st = m.status();
     assert_eq!(
         st.stats.not_replayed.get("unsafe_method"),
@@ -591,9 +656,19 @@ fn a_recording_replays_at_n_times_speed() {
         .arg(&m.control)
         .args(["record", "--duration", "3s", "--out"])
         .arg(&file)
-        .stdout(Stdio::piped());
-    let recorder = rec.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut recorder = rec.spawn().unwrap();
+    // shadowctl says "recording to ..." once the agent has started the
+    // recording; traffic before that would not be in it.
+    let mut said = String::new();
+    BufReader::new(recorder.stderr.take().expect("stderr"))
+        .read_line(&mut said)
+        .expect("recorder's first line");
+    assert!(
+        said.starts_with("recording to "),
+        "shadowctl record said {said:?}"
+    );
     m.client("connections", &["20", "50"]);
     let out = recorder.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
@@ -628,8 +703,17 @@ fn a_recording_replays_at_n_times_speed() {
         took < span.mul_f64(0.8) && took > span.mul_f64(0.4),
         "2x replay of a {span:?} recording took {took:?}"
     );
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(m.shadow_log(0).len(), before + 20);
+    // The shadow logs each request before answering it, and shadowctl
+    // waited for every answer: the log is complete, or short.
+    let log = wait_until_ok(Duration::from_secs(5), "20 more shadow log lines", || {
+        let log = m.shadow_log(0);
+        if log.len() >= before + 20 {
+            Ok(log)
+        } else {
+            Err(format!("{} lines, {before} before", log.len()))
+        }
+    });
+    assert_eq!(log.len(), before + 20);
 }
 
 #[test]
@@ -646,7 +730,9 @@ fn a_planted_regression_is_reported_and_nothing_else() {
         "[service.diff]\nnoise_fraction = 0.2\n",
     );
     // Kernel context covers the agent's last full poll interval (200 ms
-    // here), so the replay connections must exist one poll before.
+    // here), so the replay connections must exist one poll before. Deliberate
+    // pacing: the kernel view is only on the admin port, which is inside the
+    // namespace, so three poll intervals stand in for a condition.
     m.client("api", &["2"]);
     std::thread::sleep(Duration::from_millis(600));
     let r = m.client("api", &["30"]);
@@ -666,6 +752,7 @@ fn a_planted_regression_is_reported_and_nothing_else() {
         if compared >= 60 || Instant::now() > deadline {
             break v.into_iter().next().unwrap();
         }
+        // The poll interval of a wait on a condition (compared >= 60).
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(summary.targets.len(), 1, "one shadow target: {summary:#?}");

@@ -43,11 +43,16 @@ enum Command {
     /// Check that the forecaster's GPU backend (wgpu) compiles. It needs no
     /// system libraries; CUDA's build downloads LLVM, so it is not checked.
     CheckGpu,
-    /// Fuzz the reassembler and the HTTP pairing (cargo-fuzz, nightly).
+    /// Fuzz the reassembler, the HTTP pairing, body decoding and the JSON
+    /// diff (cargo-fuzz, nightly).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Stop a target after this many inputs (libFuzzer's -runs), if it
+        /// comes before `--seconds`.
+        #[arg(long)]
+        runs: Option<u64>,
     },
     /// Forecast evaluation (bench/): rolling-origin backtest on real series
     /// next to statsforecast and Prophet, and the anomaly detector under
@@ -88,7 +93,7 @@ fn main() -> Result<()> {
         Command::Test => test(),
         Command::Demo { duration, admin } => demo::run(duration, &admin),
         Command::Bench { seconds, rounds } => bench(seconds, rounds),
-        Command::Fuzz { seconds } => fuzz(seconds),
+        Command::Fuzz { seconds, runs } => fuzz(seconds, runs),
         Command::CheckImports => check_imports(),
         Command::CheckGpu => util::step("check the forecaster's GPU feature (wgpu)", || {
             util::cargo(&["check", "-p", "shadow-forecast", "--features", "wgpu"])
@@ -169,24 +174,26 @@ fn check_imports() -> Result<()> {
     Ok(())
 }
 
-fn fuzz(seconds: u64) -> Result<()> {
+fn fuzz(seconds: u64, runs: Option<u64>) -> Result<()> {
     setup::run(false)?;
     if util::output("cargo", &["fuzz", "--version"]).is_none() {
         util::step("install cargo-fuzz", || {
             util::cargo(&["install", "cargo-fuzz", "--locked", "--version", "0.13.2"])
         })?;
     }
-    for target in ["reassembly", "http_pairing"] {
+    for target in ["reassembly", "http_pairing", "diff_decode", "json_diff"] {
         util::step(&format!("fuzz {target} for {seconds} s"), || {
+            let mut args = vec![
+                "+nightly".to_owned(),
+                "fuzz".to_owned(),
+                "run".to_owned(),
+                target.to_owned(),
+                "--".to_owned(),
+                format!("-max_total_time={seconds}"),
+            ];
+            args.extend(runs.map(|n| format!("-runs={n}")));
             let status = std::process::Command::new("cargo")
-                .args([
-                    "+nightly",
-                    "fuzz",
-                    "run",
-                    target,
-                    "--",
-                    &format!("-max_total_time={seconds}"),
-                ])
+                .args(&args)
                 .current_dir("shadow-proxy/fuzz")
                 .status()?;
             anyhow::ensure!(status.success(), "fuzz target {target} failed: {status}");

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `GET /v1/mirror` | every service: rate, targets, kernel and replay counters, coverage |
 //! | `PUT /v1/mirror/{service}` body `{"percent": 12.5}` | change the sampling rate now |
-//! | `PUT /v1/mirror/{service}/rules` body: [`crate::config::RawRules`] JSON | replace the service's rules now |
+//! | `PUT /v1/mirror/{service}/rules` body: [`crate::replay::config::RawRules`] JSON | replace the service's rules now |
 //! | `GET /v1/diff` | per service: verdict, per-route comparisons, regressed fields with rates and example ids |
 //! | `GET /v1/diff/{id}` | one exchange: live and shadow side by side (secrets redacted) with its diffs |
 //! | `PUT /v1/diff/noise` body `{"service","route","path","noise":bool}` | mark or unmark a field as noise |
