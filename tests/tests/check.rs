@@ -103,3 +103,61 @@ fn program_errors_are_exported_for_every_program_and_kind() {
     let view = agent.view();
     assert_eq!(view.kernel.program_errors.len(), 36);
 }
+
+#[test]
+fn one_file_configures_the_agent_and_flags_override_its_keys() {
+    let Some(_k) = kernel_test("one_file_configures_the_agent_and_flags_override_its_keys") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("shadow-onefile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\ninterval = \"2s\"\n\n[forecast]\ndir = \"{}\"\nhorizon = 30\nstep = \"2m\"\n\
+             every = \"2h\"\nmetrics = [\"host.cpu_utilisation\", \"block.iops\"]\n",
+            dir.join("models").display()
+        ),
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        let out = Command::new(built_binary("shadow-proxy"))
+            .arg("--check")
+            .arg("--config")
+            .arg(&cfg)
+            .args(extra)
+            .output()
+            .expect("runs --check");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("forecasting 2 metrics every 2h, 30 steps of 2m"),
+        "the file's [forecast] keys apply: {text}"
+    );
+    let (code, text) = check(&["--forecast-horizon", "12"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("2 metrics every 2h, 12 steps of 2m"),
+        "a flag overrides its key: {text}"
+    );
+    // [agent] interval = 2s is longer than a 1s step: the cross-check names the flag.
+    let (code, text) = check(&["--forecast-step", "1s"]);
+    assert_eq!(code, Some(64), "{text}");
+    assert!(text.contains("--forecast-step"), "{text}");
+    std::fs::write(&cfg, "[forecast]\nhorizon = \"soon\"\n").unwrap();
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(64), "{text}");
+    assert!(
+        text.contains(&format!("{}: ", cfg.display())) && text.contains("horizon"),
+        "the error names the file and the key: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser, parser::ValueSource};
 use shadow_proxy::{
     agent, config, forecast,
     kernel::{self as telemetry, prometheus::DEFAULT_MAX_ENDPOINT_SERIES},
@@ -42,7 +42,9 @@ struct Cli {
     /// Name of this host in the history (default: the hostname).
     #[arg(long)]
     server_id: Option<String>,
-    /// Shadowing configuration (TOML); without it the agent runs telemetry only.
+    /// The configuration file (TOML): `[agent]`, `[telemetry]`, `[forecast]`,
+    /// `[capture]`, `[[service]]`. A flag given here overrides its key;
+    /// without `[[service]]` the agent runs telemetry only.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Control API socket (created with mode 0600).
@@ -120,8 +122,75 @@ impl ForecastFlags {
     }
 }
 
+/// Applies the file's `[agent]`, `[telemetry]` and `[forecast]` keys to
+/// every flag not given on the command line (or in the environment).
+fn overlay(cli: &mut Cli, m: &clap::ArgMatches, file: &config::Config) {
+    let unset = |id: &str| {
+        !matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    macro_rules! take {
+        ($id:literal, $dst:expr, $src:expr) => {
+            if unset($id)
+                && let Some(v) = $src.clone()
+            {
+                $dst = v;
+            }
+        };
+    }
+    let (a, t, f) = (&file.agent, &file.telemetry, &file.forecast);
+    take!("admin", cli.admin, a.admin);
+    take!("interval", cli.interval, a.interval);
+    take!("pid_file", cli.pid_file, a.pid_file);
+    take!("control_socket", cli.control_socket, a.control_socket);
+    take!("history_len", cli.history_len, a.history_len);
+    take!(
+        "history_max_metrics",
+        cli.history_max_metrics,
+        a.history_max_metrics
+    );
+    take!("history_stale", cli.history_stale, a.history_stale);
+    take!(
+        "max_endpoint_series",
+        cli.max_endpoint_series,
+        t.max_endpoint_series
+    );
+    if unset("ready_file") && a.ready_file.is_some() {
+        cli.ready_file.clone_from(&a.ready_file);
+    }
+    if unset("server_id") && a.server_id.is_some() {
+        cli.server_id.clone_from(&a.server_id);
+    }
+    if unset("no_tcp_bytes")
+        && let Some(on) = t.tcp_bytes
+    {
+        cli.no_tcp_bytes = !on;
+    }
+    let ff = &mut cli.forecast;
+    if unset("no_forecast")
+        && let Some(on) = f.enabled
+    {
+        ff.no_forecast = !on;
+    }
+    take!("forecast_dir", ff.forecast_dir, f.dir);
+    take!("forecast_every", ff.forecast_every, f.every);
+    take!("forecast_step", ff.forecast_step, f.step);
+    take!("forecast_horizon", ff.forecast_horizon, f.horizon);
+    if unset("forecast_metrics") && f.metrics.is_some() {
+        ff.forecast_metrics.clone_from(&f.metrics);
+    }
+    if unset("forecast_models") && f.models.is_some() {
+        ff.forecast_models.clone_from(&f.models);
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (mut cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
             let _ = e.print();
@@ -146,6 +215,9 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if let Some(file) = &shadow {
+        overlay(&mut cli, &matches, file);
+    }
     let history = cli
         .interval
         .saturating_mul(cli.history_len.min(u32::MAX as usize) as u32);

@@ -1,7 +1,21 @@
 //! The agent's configuration file (TOML): parsed, validated and turned into
-//! typed values before any program is attached or any socket bound.
+//! typed values before any program is attached or any socket bound. Each
+//! box owns its typed settings (`capture::config`, `replay::config`); this
+//! module parses the file and assembles them. A flag given on the command
+//! line overrides the key of the same name (`[agent] interval` is
+//! `--interval`, `[forecast] horizon` is `--forecast-horizon`).
 //!
 //! ```toml
+//! [agent]                 # all optional: admin, interval, pid_file, ready_file,
+//! interval = "1s"         # control_socket, server_id, history_len,
+//!                         # history_max_metrics, history_stale
+//! [telemetry]
+//! tcp_bytes = true        # false is --no-tcp-bytes; max_endpoint_series = 64
+//!
+//! [forecast]
+//! enabled = true          # false is --no-forecast; dir, metrics = [..], every,
+//! horizon = 60            # step, models = ["ets", "lstm", ..]
+//!
 //! [capture]
 //! interface = "lo"        # where the tc classifier attaches
 //! attach = "auto"         # auto (ingress on lo, both elsewhere) | ingress | egress | both
@@ -26,7 +40,11 @@ use std::path::Path;
 use hyper::Uri;
 use serde::Deserialize;
 
+mod agent;
+
 use crate::util::duration;
+
+pub use agent::{AgentFile, ForecastFile, TelemetryFile};
 
 pub use crate::capture::config::{AttachMode, CaptureConfig, DEFAULT_RING_MIB};
 pub use crate::replay::config::{
@@ -55,6 +73,12 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    agent: agent::RawAgent,
+    #[serde(default)]
+    telemetry: agent::RawTelemetry,
+    #[serde(default)]
+    forecast: agent::RawForecast,
     #[serde(default)]
     capture: RawCapture,
     #[serde(default)]
@@ -136,6 +160,9 @@ struct RawRewrite {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub agent: AgentFile,
+    pub telemetry: TelemetryFile,
+    pub forecast: ForecastFile,
     pub capture: CaptureConfig,
     pub services: Vec<ServiceConfig>,
 }
@@ -165,6 +192,10 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         key,
         reason,
     };
+    let table_invalid = |key: &str, reason: String| invalid(key.to_owned(), reason);
+    let agent_file = agent::agent(raw.agent, &table_invalid)?;
+    let telemetry_file = agent::telemetry(raw.telemetry, &table_invalid)?;
+    let forecast_file = agent::forecast(raw.forecast, &table_invalid)?;
     let interface = raw.capture.interface.unwrap_or_else(|| "lo".into());
     let attach = match raw.capture.attach.as_deref().unwrap_or("auto") {
         "auto" if interface == "lo" => AttachMode::Ingress,
@@ -351,6 +382,9 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(invalid("service".into(), "too many services".into()));
     }
     Ok(Config {
+        agent: agent_file,
+        telemetry: telemetry_file,
+        forecast: forecast_file,
         capture: CaptureConfig {
             interface,
             attach,
@@ -364,6 +398,44 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_telemetry_and_forecast_tables_are_typed_and_named_in_errors() {
+        use std::time::Duration;
+
+        let c = Config::parse(
+            "a.toml",
+            "[agent]\nadmin = \"127.0.0.1:9000\"\ninterval = \"500ms\"\nhistory_len = 600\n\
+             [telemetry]\ntcp_bytes = false\n\
+             [forecast]\nhorizon = 30\nstep = \"2m\"\nmodels = [\"ets\", \"lstm\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.agent.admin, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(c.agent.interval, Some(Duration::from_millis(500)));
+        assert_eq!(c.agent.history_len, Some(600));
+        assert_eq!(c.agent.pid_file, None, "unset keys stay unset");
+        assert_eq!(c.telemetry.tcp_bytes, Some(false));
+        assert_eq!(c.forecast.horizon, Some(30));
+        assert_eq!(c.forecast.step, Some(Duration::from_secs(120)));
+        assert_eq!(c.forecast.models.as_ref().map(Vec::len), Some(2));
+        assert!(c.services.is_empty(), "no [[service]]: telemetry only");
+        for (text, key) in [
+            ("[agent]\ninterval = \"soon\"\n", "agent.interval"),
+            ("[agent]\nadmin = \"nowhere\"\n", "agent.admin"),
+            ("[forecast]\nmodels = [\"prophet\"]\n", "forecast.models"),
+            ("[forecast]\nhorizon = 0\n", "forecast.horizon"),
+        ] {
+            let e = Config::parse("bad.toml", text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("bad.toml: {key}: ")),
+                "{text:?}: {e}"
+            );
+        }
+        let e = Config::parse("bad.toml", "[agent]\nintervall = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.toml") && e.contains("intervall"), "{e}");
+    }
 
     const GOOD: &str = r#"
 [capture]
