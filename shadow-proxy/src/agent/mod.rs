@@ -98,6 +98,16 @@ pub struct Ready {
     pub pid: u32,
 }
 
+impl AgentError {
+    /// Start-up errors are the agent's own; none comes from live traffic.
+    pub fn error_source(&self) -> crate::util::ErrorSource {
+        match self {
+            Self::Capture(e) => e.error_source(),
+            _ => crate::util::ErrorSource::Internal,
+        }
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let pid_file = PidFile::acquire(&cfg.pid_file)?;

@@ -128,6 +128,7 @@ async fn route_api(req: Request<Incoming>, api: Arc<Api>) -> Answer {
 
 /// The answer for a refused operation.
 fn refused(e: &ControlError) -> Answer {
+    tracing::debug!(error = %e, source = ?e.error_source(), "Control request refused");
     let status = match e {
         ControlError::UnknownService { .. } => StatusCode::NOT_FOUND,
         ControlError::Invalid { .. } | ControlError::RecordStart(_) => StatusCode::BAD_REQUEST,

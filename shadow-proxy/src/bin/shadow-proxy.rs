@@ -284,7 +284,7 @@ fn main() -> ExitCode {
     match runtime.block_on(agent::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "shadow-proxy failed");
+            tracing::error!(%error, source = ?error.error_source(), "shadow-proxy failed");
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }

@@ -26,16 +26,38 @@ use config::{AttachMode, CaptureConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    /// The interface is not there, or the object lacks a program.
     #[error("interface {interface}: {message}")]
     Attach { interface: String, message: String },
+    /// The kernel refused to load or attach a program.
+    #[error("interface {interface}: {program}: {source}")]
+    Program {
+        interface: String,
+        program: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("map {map}: {message}")]
-    Map { map: &'static str, message: String },
+    Missing { map: &'static str, message: String },
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+impl CaptureError {
+    /// Capture errors are the agent's own: the live path is only read.
+    pub fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Internal
+    }
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
     move |e| CaptureError::Map {
         map,
-        message: e.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -62,6 +84,12 @@ impl TcCapture {
             interface: iface.to_owned(),
             message,
         };
+        let program_err =
+            |program: &'static str, e: aya::programs::ProgramError| CaptureError::Program {
+                interface: iface.to_owned(),
+                program,
+                source: Box::new(e),
+            };
         if !qdisc::interface_exists(iface) {
             return Err(attach_err(
                 "no such interface here (`ip link` lists them)".into(),
@@ -95,15 +123,14 @@ impl TcCapture {
                 .program_mut(name)
                 .ok_or_else(|| attach_err(format!("program {name} missing from the object")))?
                 .try_into()
-                .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
-            prog.load()
-                .map_err(|e| attach_err(format!("{name}: {e}")))?;
+                .map_err(|e: aya::programs::ProgramError| program_err(name, e))?;
+            prog.load().map_err(|e| program_err(name, e))?;
             prog.attach(iface, *hook)
-                .map_err(|e| attach_err(format!("{name}: {e}")))?;
+                .map_err(|e| program_err(name, e))?;
             tracing::info!(interface = iface, program = name, "Capture attached");
         }
         let take = |ebpf: &mut Ebpf, name: &'static str| {
-            ebpf.take_map(name).ok_or(CaptureError::Map {
+            ebpf.take_map(name).ok_or(CaptureError::Missing {
                 map: name,
                 message: "missing from the object".into(),
             })

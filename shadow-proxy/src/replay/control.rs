@@ -39,6 +39,13 @@ pub enum ControlError {
     Capture(#[source] CaptureError),
 }
 
+impl ControlError {
+    /// A refused operation is the caller's or the agent's, never live's.
+    pub fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Internal
+    }
+}
+
 /// The running shadowing path, as the control API sees it.
 pub struct Control {
     pub capture: Mutex<TcCapture>,

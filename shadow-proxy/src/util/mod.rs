@@ -1,6 +1,17 @@
 //! Small helpers every box may use: durations, wall-clock time, page size.
 
 pub use shadow_api::duration;
+
+/// Where an error came from (pingora's `ErrorSource`): the live side (the
+/// traffic being served), the shadow side (a shadow target), or inside the
+/// agent. Live-side errors are never caused by shadowing; shadow-side ones
+/// are counted and dropped, never passed on to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    Live,
+    Shadow,
+    Internal,
+}
 pub mod task;
 
 use std::time::{SystemTime, UNIX_EPOCH};
