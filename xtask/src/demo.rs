@@ -43,8 +43,15 @@ pub fn run(duration: Duration, admin: &str) -> Result<()> {
         bail!("the demo loads eBPF programs: run it as root");
     }
     setup::run(false)?;
-    util::step("build the agent (release)", || {
-        util::cargo(&["build", "--release", "-p", "shadow-proxy"])
+    util::step("build the agent and shadowctl (release)", || {
+        util::cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "shadow-proxy",
+            "-p",
+            "shadowctl",
+        ])
     })?;
     std::fs::create_dir_all(DEMO_DIR)?;
     let ready = Path::new(DEMO_DIR).join("ready.json");

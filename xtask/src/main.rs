@@ -228,6 +228,8 @@ fn bench(seconds: u64, rounds: u32) -> Result<()> {
             "-p",
             "shadow-proxy",
             "-p",
+            "shadowctl",
+            "-p",
             "shadow-bench",
         ])
     })?;
