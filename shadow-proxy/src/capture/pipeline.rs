@@ -29,8 +29,8 @@ use super::{
 };
 use crate::{
     http::conversation::{Conversation, Exchange, Limits},
-    metrics::names,
     metrics::service::ServiceStats,
+    metrics::{names, reason::Drop},
 };
 
 /// A finished exchange of a sampled connection, on its way to the replayer.
@@ -209,7 +209,7 @@ impl Pipeline {
                 };
                 if let Err(error) = res {
                     tracing::debug!(%error, flow = ?key, "HTTP parse failed; dropping flow");
-                    fc.stats.flow_dropped(error.reason());
+                    fc.stats.flow_dropped(&error);
                     self.finish(key, false);
                     return;
                 }
@@ -224,9 +224,9 @@ impl Pipeline {
             }
             FlowEvent::Dropped { key, reason } => {
                 if let Some(fc) = self.convs.get(key) {
-                    fc.stats.flow_dropped(reason.as_str());
+                    fc.stats.flow_dropped(*reason);
                 } else if let Some(stats) = self.services.get(&key.server.port()) {
-                    stats.flow_dropped(reason.as_str());
+                    stats.flow_dropped(*reason);
                 }
                 self.finish(key, false);
             }
@@ -240,9 +240,9 @@ impl Pipeline {
         if let Some(fc) = self.convs.remove(key) {
             for _ in 0..fc.conv.pending() {
                 fc.stats.not_replayed(if closed_cleanly {
-                    "no_live_response"
+                    Drop::NoLiveResponse
                 } else {
-                    "flow_dropped"
+                    Drop::FlowDropped
                 });
             }
         }
@@ -263,8 +263,10 @@ impl Pipeline {
             };
             match self.tx.try_send(item) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => fc.stats.not_replayed("queue_full"),
-                Err(mpsc::error::TrySendError::Closed(_)) => fc.stats.not_replayed("shutting_down"),
+                Err(mpsc::error::TrySendError::Full(_)) => fc.stats.not_replayed(Drop::QueueFull),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    fc.stats.not_replayed(Drop::ShuttingDown)
+                }
             }
         }
     }

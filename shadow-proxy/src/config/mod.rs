@@ -375,7 +375,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             rewrites,
             diff,
         };
-        apply_rules(&mut svc, rules).map_err(|(k, reason)| invalid(key(&k), reason))?;
+        apply_rules(&mut svc, rules).map_err(|e| invalid(key(&e.key), e.reason))?;
         services.push(svc);
     }
     if services.len() > shadow_common::capture::MAX_SERVICES as usize {

@@ -9,6 +9,7 @@
 //! [`KernelSnapshot`]: crate::kernel::KernelSnapshot
 
 pub mod names;
+pub mod reason;
 pub mod service;
 
 use std::time::Duration;

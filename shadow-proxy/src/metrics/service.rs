@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-use crate::metrics::names;
+use crate::metrics::{names, reason::Drop};
 
 pub use shadow_api::mirror::StatsView;
 
@@ -37,7 +37,9 @@ impl ServiceStats {
         metrics::counter!(names::FLOWS, "service" => self.service.clone(), "outcome" => "reassembled").increment(1);
     }
 
-    pub fn flow_dropped(&self, reason: &'static str) {
+    /// A flow that was not rebuilt, by reason.
+    pub fn flow_dropped(&self, reason: impl Into<Drop>) {
+        let reason = reason.into().as_str();
         self.with(|s| *s.flow_drops.entry(reason.to_owned()).or_default() += 1);
         metrics::counter!(names::FLOWS, "service" => self.service.clone(), "outcome" => reason)
             .increment(1);
@@ -49,7 +51,8 @@ impl ServiceStats {
     }
 
     /// A sampled request that was not replayed (or not fully), by reason.
-    pub fn not_replayed(&self, reason: &'static str) {
+    pub fn not_replayed(&self, reason: impl Into<Drop>) {
+        let reason = reason.into().as_str();
         self.with(|s| *s.not_replayed.entry(reason.to_owned()).or_default() += 1);
         metrics::counter!(names::REPLAY_DROPS, "service" => self.service.clone(), "reason" => reason)
             .increment(1);

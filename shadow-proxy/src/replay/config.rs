@@ -44,17 +44,32 @@ pub struct RawRules {
     pub rps_limit: Option<f64>,
 }
 
+/// A rule that does not hold: the key (relative to the rules) and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct RuleError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn rule_error(key: &str, reason: String) -> RuleError {
+    RuleError {
+        key: key.to_owned(),
+        reason,
+    }
+}
+
 /// Validates `raw` and installs it in `svc`; on error `svc` is unchanged
 /// and the error names the key.
-pub fn apply_rules(svc: &mut ServiceConfig, raw: RawRules) -> Result<(), (String, String)> {
-    let methods = |v: Vec<String>, k: &str| -> Result<Vec<String>, (String, String)> {
+pub fn apply_rules(svc: &mut ServiceConfig, raw: RawRules) -> Result<(), RuleError> {
+    let methods = |v: Vec<String>, k: &str| -> Result<Vec<String>, RuleError> {
         v.into_iter()
             .map(|m| {
                 let m = m.to_ascii_uppercase();
                 if METHODS.contains(&m.as_str()) {
                     Ok(m)
                 } else {
-                    Err((k.to_owned(), format!("{m:?} is not an HTTP method")))
+                    Err(rule_error(k, format!("{m:?} is not an HTTP method")))
                 }
             })
             .collect()
@@ -63,13 +78,13 @@ pub fn apply_rules(svc: &mut ServiceConfig, raw: RawRules) -> Result<(), (String
         None => None,
         Some(k) => {
             let pct = percent_to_hundredths(k.percent)
-                .map_err(|r| ("sample_key.percent".to_owned(), r))?;
+                .map_err(|r| rule_error("sample_key.percent", r))?;
             let which = match (k.header, k.query) {
                 (Some(h), None) => SampleKey::Header(h.to_ascii_lowercase()),
                 (None, Some(q)) => SampleKey::Query(q),
                 _ => {
-                    return Err((
-                        "sample_key".into(),
+                    return Err(rule_error(
+                        "sample_key",
                         "set exactly one of header or query".into(),
                     ));
                 }
@@ -80,13 +95,13 @@ pub fn apply_rules(svc: &mut ServiceConfig, raw: RawRules) -> Result<(), (String
     if let Some(r) = raw.rps_limit
         && !(r > 0.0 && r.is_finite())
     {
-        return Err(("rps_limit".into(), format!("{r} must be positive")));
+        return Err(rule_error("rps_limit", format!("{r} must be positive")));
     }
     let mut routes = Vec::new();
     for r in raw.routes {
         if !r.path_prefix.starts_with('/') {
-            return Err((
-                "route.path_prefix".into(),
+            return Err(rule_error(
+                "route.path_prefix",
                 format!("{:?} must start with /", r.path_prefix),
             ));
         }

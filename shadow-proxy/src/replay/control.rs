@@ -221,11 +221,10 @@ impl Control {
     /// Replaces a service's rules; on error nothing changes.
     pub fn set_rules(&self, service: &str, raw: RawRules) -> Result<(), ControlError> {
         let (_, _, svc) = self.service(service)?;
-        svc.set_rules(raw)
-            .map_err(|(key, reason)| ControlError::Invalid {
-                key: format!("rules.{key}:"),
-                reason,
-            })?;
+        svc.set_rules(raw).map_err(|e| ControlError::Invalid {
+            key: format!("rules.{}:", e.key),
+            reason: e.reason,
+        })?;
         tracing::info!(service, "Mirror rules replaced");
         Ok(())
     }

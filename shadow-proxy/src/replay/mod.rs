@@ -2,41 +2,39 @@
 //! and timed out, so the live path never waits on a shadow.
 //!
 //! Exchanges arrive from the capture thread over a bounded queue. For each
-//! one the service's rules decide whether it is replayed ([`rewrite`]), a
-//! token bucket applies the rate cap, a permit bounds the requests in
-//! flight, and a pooled hyper client sends the rewritten request to the next
-//! target (round robin). The shadow's answer is kept with the live pair in
-//! a bounded ring of [`ReplayRecord`]s for the diff engine.
+//! one the service's rules decide whether it is replayed ([`rewrite`]); the
+//! service's tower [`stack`] then sheds, bounds, rate-limits, balances and
+//! times out the rewritten request on its way to a target. The shadow's
+//! answer is diffed against live's and kept with the live pair in a bounded
+//! ring of [`ReplayRecord`]s.
 
 pub mod config;
 pub mod control;
+pub mod diffs;
+pub mod learn;
 pub mod record;
 pub mod rewrite;
+pub mod stack;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{
-        Arc, Mutex, RwLock,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::{
-    capture::pipeline::CapturedExchange, kernel::context::ContextSource,
+    capture::pipeline::CapturedExchange, diff, kernel::context::ContextSource,
     metrics::service::ServiceStats,
 };
 
 use config::ServiceConfig;
+use diffs::DiffState;
+use stack::{Failure, ShadowAnswer, ShadowClient, ShadowRequest, Stack};
 
 /// Shadow response bodies beyond this are cut (and the replay counted as
 /// incomplete).
@@ -67,99 +65,9 @@ pub struct ReplayRecord {
     /// Live response headers (secrets redacted).
     pub live_headers: Vec<(String, String)>,
     /// Live vs shadow differences (noise included; the verdict filters it).
-    pub diffs: Vec<crate::diff::FieldDiff>,
+    pub diffs: Vec<diff::FieldDiff>,
     /// Kernel activity on this host around a differing exchange.
-    pub kernel: Option<crate::diff::KernelContext>,
-}
-
-/// Diff statistics of one service: an engine (and so a verdict) per shadow
-/// target, the fields users marked as noise, and the service's routes.
-pub struct DiffState {
-    thresholds: crate::diff::noise::Thresholds,
-    bounds: crate::diff::noise::Bounds,
-    pub targets: std::collections::BTreeMap<String, crate::diff::noise::Engine>,
-    pub marked: std::collections::BTreeSet<(String, String)>,
-    pub routes: crate::diff::route::RouteSet,
-}
-
-impl DiffState {
-    pub fn new(settings: &config::DiffSettings) -> Self {
-        let bounds = crate::diff::noise::Bounds {
-            // The service's routes plus the overflow route.
-            max_routes: settings.max_routes + 1,
-            ..Default::default()
-        };
-        Self {
-            thresholds: settings.thresholds,
-            bounds,
-            targets: std::collections::BTreeMap::new(),
-            marked: std::collections::BTreeSet::new(),
-            routes: crate::diff::route::RouteSet::new(settings.max_routes),
-        }
-    }
-
-    pub fn engine(&mut self, target: &str) -> &mut crate::diff::noise::Engine {
-        let (thresholds, bounds, marked) = (self.thresholds, self.bounds, &self.marked);
-        self.targets.entry(target.to_owned()).or_insert_with(|| {
-            let mut e = crate::diff::noise::Engine::with_bounds(thresholds, bounds);
-            e.marked = marked.clone();
-            e
-        })
-    }
-
-    /// The route `method target` is counted under (templates applied,
-    /// ids collapsed, capped per service).
-    pub fn route(&mut self, cfg: &ServiceConfig, method: &str, target: &str) -> String {
-        let r = crate::diff::route::route(method, target, &cfg.diff.route_templates);
-        self.routes.bound(&cfg.name, r)
-    }
-
-    /// Noise seen on the live side applies to every target.
-    pub fn record_noise_all(&mut self, route: &str, diffs: &[crate::diff::FieldDiff]) {
-        for e in self.targets.values_mut() {
-            e.record_noise(route, diffs);
-        }
-    }
-
-    pub fn mark(&mut self, route: String, path: String, noise: bool) {
-        if noise {
-            self.marked.insert((route, path));
-        } else {
-            self.marked.remove(&(route, path));
-        }
-        for e in self.targets.values_mut() {
-            e.marked = self.marked.clone();
-        }
-    }
-}
-
-struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64) -> Self {
-        Self {
-            rate,
-            tokens: rate.max(1.0),
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.rate.max(1.0));
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+    pub kernel: Option<diff::KernelContext>,
 }
 
 /// One service's replay state. Its rules can be replaced at run time.
@@ -168,29 +76,33 @@ pub struct ServiceReplay {
     pub stats: Arc<ServiceStats>,
     /// Per-target, per-route, per-field diff statistics and verdicts.
     pub diff: Mutex<DiffState>,
-    next: AtomicUsize,
+    client: ShadowClient,
+    /// The stack's slots; they outlive rule changes.
     in_flight: Arc<Semaphore>,
-    limiter: Mutex<Option<TokenBucket>>,
+    stack: Mutex<Stack>,
 }
 
 impl ServiceReplay {
+    /// Needs a tokio runtime (the rate limit's timer).
     pub fn new(cfg: ServiceConfig, stats: Arc<ServiceStats>) -> Self {
+        let client = stack::client();
+        let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight));
         Self {
             diff: Mutex::new(DiffState::new(&cfg.diff)),
-            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
-            limiter: Mutex::new(cfg.rps_limit.map(TokenBucket::new)),
+            stack: Mutex::new(stack::build(&cfg, &client, in_flight.clone())),
+            client,
+            in_flight,
             cfg: RwLock::new(cfg),
             stats,
-            next: AtomicUsize::new(0),
         }
     }
 
     /// Replaces the service's rules; nothing changes when they are invalid.
-    pub fn set_rules(&self, raw: config::RawRules) -> Result<(), (String, String)> {
+    pub fn set_rules(&self, raw: config::RawRules) -> Result<(), config::RuleError> {
         let mut cfg = self.config();
         config::apply_rules(&mut cfg, raw)?;
-        *self.limiter.lock().unwrap_or_else(|p| p.into_inner()) =
-            cfg.rps_limit.map(TokenBucket::new);
+        *self.stack.lock().unwrap_or_else(|p| p.into_inner()) =
+            stack::build(&cfg, &self.client, self.in_flight.clone());
         *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = cfg;
         Ok(())
     }
@@ -202,31 +114,16 @@ impl ServiceReplay {
 
 pub struct Replayer {
     pub services: HashMap<u16, Arc<ServiceReplay>>,
-    client: Client<HttpConnector, Full<Bytes>>,
     records: Mutex<VecDeque<ReplayRecord>>,
     /// An active `shadowctl record`.
     pub recorder: Mutex<Option<record::Recorder>>,
     /// The last live answer to each recent GET, to learn noise from live
     /// answers to repeated requests.
-    live_gets: Mutex<LiveGets>,
+    live_gets: Mutex<learn::LiveGets>,
     /// Kernel context for differing exchanges (the agent's views; `None`
     /// in tests that run without a kernel).
     kernel_context: Option<Arc<dyn ContextSource>>,
 }
-
-/// A live answer kept for comparison: status, headers, body.
-type LiveAnswer = (u16, Vec<(String, String)>, Bytes);
-
-/// Previous live answers, bounded (oldest forgotten first).
-#[derive(Default)]
-struct LiveGets {
-    map: HashMap<(u16, String), LiveAnswer>,
-    order: VecDeque<(u16, String)>,
-}
-
-/// GET targets remembered for noise learning, and the largest body kept.
-const LIVE_GETS: usize = 1024;
-const LIVE_GET_BODY: usize = 64 << 10;
 
 impl Replayer {
     /// `kernel_context` annotates differing exchanges with what the kernel
@@ -235,19 +132,11 @@ impl Replayer {
         services: HashMap<u16, Arc<ServiceReplay>>,
         kernel_context: Option<Arc<dyn ContextSource>>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build(connector);
         Self {
             services,
-            client,
             records: Mutex::new(VecDeque::with_capacity(RECORDS)),
             recorder: Mutex::new(None),
-            live_gets: Mutex::new(LiveGets::default()),
+            live_gets: Mutex::new(learn::LiveGets::default()),
             kernel_context,
         }
     }
@@ -276,7 +165,8 @@ impl Replayer {
         }
     }
 
-    /// Decides, then spawns the replay; never waits.
+    /// Decides, then offers the request to the service's stack; never
+    /// waits. What the stack refuses is counted by reason.
     pub fn dispatch(self: &Arc<Self>, item: CapturedExchange) {
         let Some(svc) = self.services.get(&item.service_port).cloned() else {
             return;
@@ -290,170 +180,61 @@ impl Replayer {
             r.offer(&item);
         }
         let cfg = svc.config();
-        self.learn_from_repeated_get(&item, &cfg, &svc);
-        if let Err(skip) = rewrite::decide(&item.exchange.request, &cfg) {
-            svc.stats.not_replayed(skip.reason());
-            return;
-        }
-        let limited = svc
-            .limiter
+        self.live_gets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-            .is_some_and(|b| !b.take());
-        if limited {
-            svc.stats.not_replayed("rate_limited");
+            .learn(&item, &cfg, &svc);
+        if let Err(skip) = rewrite::decide(&item.exchange.request, &cfg) {
+            svc.stats.not_replayed(skip);
             return;
         }
-        let Ok(permit) = svc.in_flight.clone().try_acquire_owned() else {
-            svc.stats.not_replayed("in_flight_full");
-            return;
+        let (item, cfg) = (Arc::new(item), Arc::new(cfg));
+        let req = ShadowRequest {
+            item: item.clone(),
+            cfg: cfg.clone(),
         };
-        let i = svc.next.fetch_add(1, Ordering::Relaxed);
-        let target = cfg.targets[i % cfg.targets.len()].clone();
-        let this = self.clone();
-        tokio::spawn(async move {
-            let rec = this.replay_one(&item, &cfg, &target, &svc).await;
-            drop(permit);
-            this.keep(rec);
-        });
-    }
-
-    /// Two live answers to the same GET that differ show noise, not a
-    /// regression: diff them against each other.
-    fn learn_from_repeated_get(
-        &self,
-        item: &CapturedExchange,
-        cfg: &ServiceConfig,
-        svc: &ServiceReplay,
-    ) {
-        let req = &item.exchange.request;
-        let Some(resp) = item.exchange.response.as_ref() else {
-            return;
-        };
-        if req.method != "GET" || resp.body.len() > LIVE_GET_BODY {
-            return;
-        }
-        let key = (item.service_port, req.target.clone());
-        let headers = redacted_headers(&resp.headers, cfg);
-        let mut seen = self.live_gets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((status, prev_headers, prev_body)) = seen.map.get(&key) {
-            let a = crate::diff::Side {
-                status: *status,
-                headers: prev_headers.clone(),
-                body: prev_body,
-                latency_ms: 0.0,
-            };
-            let b = crate::diff::Side {
-                status: resp.status,
-                headers: headers.clone(),
-                body: &resp.body,
-                latency_ms: 0.0,
-            };
-            let diffs = crate::diff::compare(&a, &b, &cfg.diff.options);
-            let mut state = svc.diff.lock().unwrap_or_else(|p| p.into_inner());
-            let route = state.route(cfg, &req.method, &req.target);
-            state.record_noise_all(&route, &diffs);
-        } else {
-            seen.order.push_back(key.clone());
-            if seen.order.len() > LIVE_GETS
-                && let Some(old) = seen.order.pop_front()
-            {
-                seen.map.remove(&old);
+        let offered = stack::submit(
+            &mut svc.stack.lock().unwrap_or_else(|p| p.into_inner()),
+            req,
+        );
+        match offered {
+            Err(failure) => self.failed(&item, &cfg, &svc, failure),
+            Ok(answer) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    match answer.await {
+                        Ok(a) => this.answered(&item, &cfg, &svc, a).await,
+                        Err(e) => this.failed(&item, &cfg, &svc, Failure::classify(e)),
+                    }
+                });
             }
         }
-        seen.map
-            .insert(key, (resp.status, headers, resp.body.clone()));
     }
 
-    /// Sends the request to the shadow again and records what differs
-    /// between the two shadow answers as noise (the third fleet Diffy needs,
-    /// without a third fleet).
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site; a struct would only rename them"
-    )]
-    async fn learn_noise(
+    /// A record of the live side, for `target`.
+    fn record(
         &self,
         item: &CapturedExchange,
         cfg: &ServiceConfig,
-        probe: &hyper::Uri,
-        target: &hyper::Uri,
         svc: &ServiceReplay,
-        first: &crate::diff::Side<'_>,
-        route: &str,
-    ) {
-        let Ok(mut req) = rewrite::build(&item.exchange.request, cfg, probe) else {
-            return;
-        };
-        // Lets the shadow's owners tell the second copy from the first.
-        req.headers_mut().insert(
-            "x-shadow-noise-probe",
-            hyper::header::HeaderValue::from_static("1"),
-        );
-        let started = Instant::now();
-        let fut = async {
-            let resp = self.client.request(req.map(Full::new)).await.ok()?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_SHADOW_BODY)
-                .collect()
-                .await
-                .ok()?
-                .to_bytes();
-            Some((parts, body))
-        };
-        let Ok(Some((parts, body))) = tokio::time::timeout(cfg.timeout, fut).await else {
-            svc.stats.not_replayed("noise_probe_failed");
-            return;
-        };
-        let second = crate::diff::Side {
-            status: parts.status.as_u16(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect(),
-            body: &body,
-            latency_ms: started.elapsed().as_secs_f64() * 1e3,
-        };
-        let diffs = crate::diff::compare(first, &second, &cfg.diff.options);
-        crate::diff::publish_noise(&cfg.name, route, &diffs);
-        svc.diff
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .engine(&target.to_string())
-            .record_noise(route, &diffs);
-    }
-
-    async fn replay_one(
-        &self,
-        item: &CapturedExchange,
-        cfg: &ServiceConfig,
-        target: &hyper::Uri,
-        svc: &ServiceReplay,
+        target: String,
     ) -> ReplayRecord {
         let ex = &item.exchange;
         let live = ex.response.as_ref();
-        let live_latency_ms =
-            live.map(|r| r.last_byte_ns.saturating_sub(ex.request.last_byte_ns) as f64 / 1e6);
         let route = svc.diff.lock().unwrap_or_else(|p| p.into_inner()).route(
             cfg,
             &ex.request.method,
             &ex.request.target,
         );
-        let mut rec = ReplayRecord {
+        ReplayRecord {
             id: item.id,
             service: cfg.name.clone(),
-            target: target.to_string(),
+            target,
             method: ex.request.method.clone(),
             path: ex.request.target.clone(),
             live_status: live.map(|r| r.status),
-            live_latency_ms,
+            live_latency_ms: live
+                .map(|r| r.last_byte_ns.saturating_sub(ex.request.last_byte_ns) as f64 / 1e6),
             live_body: live.map_or_else(Bytes::new, |r| cut(&r.body)),
             shadow_status: None,
             shadow_latency_ms: None,
@@ -464,100 +245,93 @@ impl Replayer {
             live_headers: live.map_or_else(Vec::new, |r| redacted_headers(&r.headers, cfg)),
             diffs: Vec::new(),
             kernel: None,
-        };
-        let req = match rewrite::build(&ex.request, cfg, target) {
-            Ok(r) => r.map(Full::new),
-            Err(e) => {
-                svc.stats.not_replayed("rewrite_failed");
-                rec.error = Some(e.to_string());
-                return rec;
+        }
+    }
+
+    /// Counts a request the stack refused or the shadow lost; one that
+    /// reached a target is also kept as a record with its error.
+    fn failed(
+        &self,
+        item: &CapturedExchange,
+        cfg: &ServiceConfig,
+        svc: &ServiceReplay,
+        failure: Failure,
+    ) {
+        svc.stats.not_replayed(failure.reason());
+        tracing::debug!(
+            service = %cfg.name,
+            error = %failure,
+            source = ?failure.error_source(),
+            "Not replayed"
+        );
+        if let Some(target) = failure.target() {
+            let mut rec = self.record(item, cfg, svc, target.to_owned());
+            rec.error = Some(failure.to_string());
+            self.keep(rec);
+        }
+    }
+
+    /// Diffs the shadow's answer against live's, learns noise from a
+    /// sample, and keeps the record.
+    async fn answered(
+        &self,
+        item: &CapturedExchange,
+        cfg: &ServiceConfig,
+        svc: &ServiceReplay,
+        answer: ShadowAnswer,
+    ) {
+        let mut rec = self.record(item, cfg, svc, answer.target.to_string());
+        let ms = answer.latency_ms;
+        rec.shadow_status = Some(answer.status);
+        rec.shadow_latency_ms = Some(ms);
+        rec.shadow_headers = answer.headers;
+        rec.shadow_body = cut(&answer.body);
+        svc.stats
+            .replayed(answer.status, rec.live_latency_ms.map(|l| ms - l));
+        if let Some(resp) = item.exchange.response.as_ref() {
+            let live_side = diff::Side {
+                status: resp.status,
+                headers: rec.live_headers.clone(),
+                body: &resp.body,
+                latency_ms: rec.live_latency_ms.unwrap_or(0.0),
+            };
+            let shadow_side = diff::Side {
+                status: answer.status,
+                headers: rec.shadow_headers.clone(),
+                body: &answer.body,
+                latency_ms: ms,
+            };
+            rec.diffs = diff::compare(&live_side, &shadow_side, &cfg.diff.options);
+            svc.diff
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .engine(&rec.target)
+                .record(&rec.route, item.id, &rec.diffs);
+            diff::publish(&cfg.name, &rec.route, &rec.diffs);
+            if !rec.diffs.is_empty() {
+                rec.kernel = self
+                    .kernel_context
+                    .as_ref()
+                    .and_then(|k| k.context(&answer.target));
             }
-        };
-        let started = Instant::now();
-        let fut = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| ("shadow_error", e.to_string()))?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_SHADOW_BODY)
-                .collect()
-                .await
-                .map_err(|e| ("shadow_body_error", e.to_string()))?
-                .to_bytes();
-            Ok::<_, (&'static str, String)>((parts, body))
-        };
-        match tokio::time::timeout(cfg.timeout, fut).await {
-            Ok(Ok((parts, body))) => {
-                let ms = started.elapsed().as_secs_f64() * 1e3;
-                rec.shadow_status = Some(parts.status.as_u16());
-                rec.shadow_latency_ms = Some(ms);
-                rec.shadow_headers = parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_string(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect();
-                rec.shadow_body = cut(&body);
-                svc.stats
-                    .replayed(parts.status.as_u16(), live_latency_ms.map(|l| ms - l));
-                if let Some(resp) = live {
-                    let live_side = crate::diff::Side {
-                        status: resp.status,
-                        headers: rec.live_headers.clone(),
-                        body: &resp.body,
-                        latency_ms: live_latency_ms.unwrap_or(0.0),
-                    };
-                    let shadow_side = crate::diff::Side {
-                        status: parts.status.as_u16(),
-                        headers: rec.shadow_headers.clone(),
-                        body: &body,
-                        latency_ms: ms,
-                    };
-                    rec.diffs = crate::diff::compare(&live_side, &shadow_side, &cfg.diff.options);
-                    svc.diff
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .engine(&rec.target)
-                        .record(&rec.route, item.id, &rec.diffs);
-                    crate::diff::publish(&cfg.name, &rec.route, &rec.diffs);
-                    if !rec.diffs.is_empty() {
-                        rec.kernel = self.kernel_context.as_ref().and_then(|k| k.context(target));
-                    }
-                    if noise_sample(item.id, cfg.diff.noise_fraction) {
-                        // With a baseline (live version) the reference is
-                        // live's answer; without one, the shadow's first.
-                        let (probe, reference) = match &cfg.diff.baseline {
-                            Some(b) => (b, &live_side),
-                            None => (target, &shadow_side),
-                        };
-                        self.learn_noise(item, cfg, probe, target, svc, reference, &rec.route)
-                            .await;
-                    }
-                }
-            }
-            Ok(Err((reason, error))) => {
-                svc.stats.not_replayed(reason);
-                rec.error = Some(error);
-            }
-            Err(_) => {
-                svc.stats.not_replayed("shadow_timeout");
-                rec.error = Some(format!("no answer within {:?}", cfg.timeout));
+            if learn::sampled(item.id, cfg.diff.noise_fraction) {
+                // With a baseline (live version) the reference is live's
+                // answer; without one, the shadow's first.
+                let (to, reference) = match &cfg.diff.baseline {
+                    Some(b) => (b, &live_side),
+                    None => (&answer.target, &shadow_side),
+                };
+                let probe = learn::Probe {
+                    to,
+                    target: &answer.target,
+                    reference,
+                    route: &rec.route,
+                };
+                learn::probe(&svc.client, item, cfg, svc, probe).await;
             }
         }
-        rec
+        self.keep(rec);
     }
-}
-
-/// Deterministic by exchange id, so reruns pick the same requests.
-fn noise_sample(id: u64, fraction: f64) -> bool {
-    let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
-    (h as f64 / (1u64 << 53) as f64) < fraction
 }
 
 fn redacted_headers(

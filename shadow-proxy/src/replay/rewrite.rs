@@ -7,7 +7,10 @@ use hyper::{Request, Uri, header::HeaderName, header::HeaderValue};
 use sha2::{Digest, Sha256};
 
 use super::config::{Rewrite, SampleKey, ServiceConfig};
-use crate::http::conversation::{self, Request as Captured};
+use crate::{
+    http::conversation::{self, Request as Captured},
+    metrics::reason::Drop,
+};
 
 /// Methods that change state: replayed only where a rule allows them.
 pub const UNSAFE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
@@ -35,13 +38,14 @@ pub enum Skip {
     KeySampledOut,
 }
 
-impl Skip {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::MethodFiltered => "method_filtered",
-            Self::PathFiltered => "path_filtered",
-            Self::UnsafeMethod => "unsafe_method",
-            Self::KeySampledOut => "key_sampled_out",
+/// Counted under the agent's one drop enum.
+impl From<Skip> for Drop {
+    fn from(s: Skip) -> Self {
+        match s {
+            Skip::MethodFiltered => Drop::MethodFiltered,
+            Skip::PathFiltered => Drop::PathFiltered,
+            Skip::UnsafeMethod => Drop::UnsafeMethod,
+            Skip::KeySampledOut => Drop::KeySampledOut,
         }
     }
 }

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+use crate::metrics::reason::Drop;
+
 /// TCP flag bits as in the TCP header's flags byte.
 pub mod tcp_flags {
     pub const FIN: u8 = 0x01;
@@ -109,16 +111,18 @@ impl DropReason {
         Self::IdleWithGap,
         Self::TooManyFlows,
     ];
+}
 
-    /// Snake-case label for metrics.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::MidStream => "mid_stream",
-            Self::FlowBufferFull => "flow_buffer_full",
-            Self::TotalBufferFull => "total_buffer_full",
-            Self::GapAtClose => "gap_at_close",
-            Self::IdleWithGap => "idle_with_gap",
-            Self::TooManyFlows => "too_many_flows",
+/// Counted under the agent's one drop enum.
+impl From<DropReason> for Drop {
+    fn from(r: DropReason) -> Self {
+        match r {
+            DropReason::MidStream => Drop::MidStream,
+            DropReason::FlowBufferFull => Drop::FlowBufferFull,
+            DropReason::TotalBufferFull => Drop::TotalBufferFull,
+            DropReason::GapAtClose => Drop::GapAtClose,
+            DropReason::IdleWithGap => Drop::IdleWithGap,
+            DropReason::TooManyFlows => Drop::TooManyFlows,
         }
     }
 }

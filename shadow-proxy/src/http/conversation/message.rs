@@ -5,6 +5,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::metrics::reason::Drop;
+
 /// A header field as seen on the wire: the name keeps its case, the value its raw bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -135,23 +137,23 @@ pub enum HttpError {
     AfterClose { direction: Direction },
 }
 
-impl HttpError {
-    /// Stable snake_case label for drop metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::MalformedRequest { .. } => "malformed_request",
-            Self::MalformedResponse { .. } => "malformed_response",
-            Self::HeadersTooLarge { .. } => "headers_too_large",
-            Self::TooManyHeaders { .. } => "too_many_headers",
-            Self::BodyTooLarge { .. } => "body_too_large",
-            Self::BadChunk { .. } => "bad_chunk",
-            Self::BadContentLength { .. } => "bad_content_length",
-            Self::ConflictingContentLength { .. } => "conflicting_content_length",
-            Self::UnsupportedTransferEncoding { .. } => "unsupported_transfer_encoding",
-            Self::UnexpectedResponse { .. } => "unexpected_response",
-            Self::PipelineTooDeep { .. } => "pipeline_too_deep",
-            Self::Upgrade { .. } => "upgrade",
-            Self::AfterClose { .. } => "after_close",
+/// Counted under the agent's one drop enum.
+impl From<&HttpError> for Drop {
+    fn from(e: &HttpError) -> Self {
+        match e {
+            HttpError::MalformedRequest { .. } => Drop::MalformedRequest,
+            HttpError::MalformedResponse { .. } => Drop::MalformedResponse,
+            HttpError::HeadersTooLarge { .. } => Drop::HeadersTooLarge,
+            HttpError::TooManyHeaders { .. } => Drop::TooManyHeaders,
+            HttpError::BodyTooLarge { .. } => Drop::BodyTooLarge,
+            HttpError::BadChunk { .. } => Drop::BadChunk,
+            HttpError::BadContentLength { .. } => Drop::BadContentLength,
+            HttpError::ConflictingContentLength { .. } => Drop::ConflictingContentLength,
+            HttpError::UnsupportedTransferEncoding { .. } => Drop::UnsupportedTransferEncoding,
+            HttpError::UnexpectedResponse { .. } => Drop::UnexpectedResponse,
+            HttpError::PipelineTooDeep { .. } => Drop::PipelineTooDeep,
+            HttpError::Upgrade { .. } => Drop::Upgrade,
+            HttpError::AfterClose { .. } => Drop::AfterClose,
         }
     }
 }

@@ -183,7 +183,10 @@ fn memory_of_ignored_keys_stays_bounded() {
 
 #[test]
 fn labels_are_snake_case() {
-    let drops: Vec<_> = DropReason::ALL.iter().map(DropReason::as_str).collect();
+    let drops: Vec<_> = DropReason::ALL
+        .iter()
+        .map(|r| crate::metrics::reason::Drop::from(*r).as_str())
+        .collect();
     let want = [
         "mid_stream",
         "flow_buffer_full",

@@ -1,6 +1,7 @@
 //! What the parser refuses, and the reason each refusal is counted under.
 
 use super::*;
+use crate::metrics::reason::Drop;
 
 #[test]
 fn malformed_requests_are_rejected_with_reasons() {
@@ -36,7 +37,7 @@ fn malformed_requests_are_rejected_with_reasons() {
     for (bytes, reason) in cases {
         let err = conv().on_request_bytes(bytes, 1).unwrap_err();
         assert_eq!(
-            err.reason(),
+            Drop::from(&err).as_str(),
             reason,
             "{}: {err}",
             String::from_utf8_lossy(bytes)
@@ -96,9 +97,15 @@ fn limits_are_enforced() {
         request_err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n"),
         too_large
     );
-    assert_eq!(request_err(&[b'a'; 65]).reason(), "headers_too_large");
     assert_eq!(
-        request_err(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n").reason(),
+        Drop::from(&request_err(&[b'a'; 65])).as_str(),
+        "headers_too_large"
+    );
+    assert_eq!(
+        Drop::from(&request_err(
+            b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"
+        ))
+        .as_str(),
         "too_many_headers"
     );
     let pipeline = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
@@ -126,7 +133,7 @@ fn unexpected_response_is_an_error() {
     let err = c.on_response_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1);
     assert_eq!(err, Err(HttpError::UnexpectedResponse { status: 200 }));
     assert_eq!(
-        c.error().map(HttpError::reason),
+        c.error().map(|e| Drop::from(e).as_str()),
         Some("unexpected_response")
     );
     let mut c = conv();
