@@ -11,7 +11,7 @@ use std::{
 
 use crate::{
     api::state::Shared,
-    host::HostSampler,
+    host::{HostSampler, series::Series},
     kernel::{KernelSnapshot, KernelTelemetry, view::View},
     metrics::names,
     replay::control::Control,
@@ -40,7 +40,10 @@ pub(super) fn poll_loop(
                 let derived = derived_series(previous.as_ref(), now, &kernel);
                 {
                     let mut history = shared.history.lock().expect("history lock");
-                    for (metric, value) in host_sample.iter().chain(derived.iter()) {
+                    for (series, value) in &host_sample {
+                        history.push(now, &series.key(), *value);
+                    }
+                    for (metric, value) in &derived {
                         history.push(now, metric, *value);
                     }
                     metrics::counter!(names::HISTORY_REFUSED).absolute(history.refused);
@@ -50,7 +53,7 @@ pub(super) fn poll_loop(
                     timestamp: now,
                     server_id: cfg.server_id.clone(),
                     kernel: kernel.clone(),
-                    host: host_sample,
+                    host: host_sample.into_iter().map(|(s, v)| (s.key(), v)).collect(),
                 };
                 shared.views.publish(view);
                 previous = Some((now, kernel));
@@ -110,7 +113,7 @@ fn derived_series(
     ]
 }
 
-fn publish_metrics(kernel: &KernelSnapshot, host: &[(String, f64)]) {
+fn publish_metrics(kernel: &KernelSnapshot, host: &[(Series, f64)]) {
     for (reason, n) in kernel.drops.by_reason() {
         metrics::counter!(names::KERNEL_DROPS, "reason" => reason).absolute(n);
     }
@@ -121,64 +124,11 @@ fn publish_metrics(kernel: &KernelSnapshot, host: &[(String, f64)]) {
     metrics::counter!(names::KERNEL_EVENTS, "event" => "block_rq_issue")
         .absolute(kernel.block_issued);
     metrics::counter!(names::KERNEL_EVENTS, "event" => "tcp_probe").absolute(kernel.tcp_probes);
-    for (metric, value) in host {
-        let (name, label) = gauge_name(metric);
+    for (series, value) in host {
+        let (name, label) = series.gauge();
         match label {
             Some((k, v)) => metrics::gauge!(name, k => v).set(*value),
             None => metrics::gauge!(name).set(*value),
         }
-    }
-}
-
-/// `host.cpu_utilisation` -> `shadow_host_cpu_utilisation`;
-/// `cgroup.<name>.cpu_cores` -> `shadow_cgroup_cpu_cores{cgroup="<name>"}`.
-pub fn gauge_name(metric: &str) -> (String, Option<(&'static str, String)>) {
-    let mut parts = metric.splitn(2, '.');
-    let scope = parts.next().unwrap_or_default();
-    let rest = parts.next().unwrap_or_default();
-    match scope {
-        "cgroup" | "process" => {
-            let (name, field) = rest.rsplit_once('.').unwrap_or((rest, "value"));
-            let label = if scope == "cgroup" {
-                "cgroup"
-            } else {
-                "process"
-            };
-            (
-                format!("{}{scope}_{field}", names::HOST_GAUGE_PREFIX),
-                Some((label, name.to_owned())),
-            )
-        }
-        _ => (
-            format!("{}{}", names::HOST_GAUGE_PREFIX, metric.replace('.', "_")),
-            None,
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gauge_names_and_labels() {
-        assert_eq!(
-            gauge_name("host.cpu_utilisation"),
-            ("shadow_host_cpu_utilisation".into(), None)
-        );
-        assert_eq!(
-            gauge_name("cgroup.system.slice.cpu_cores"),
-            (
-                "shadow_cgroup_cpu_cores".into(),
-                Some(("cgroup", "system.slice".into()))
-            )
-        );
-        assert_eq!(
-            gauge_name("process.nginx[42].rss_bytes"),
-            (
-                "shadow_process_rss_bytes".into(),
-                Some(("process", "nginx[42]".into()))
-            )
-        );
     }
 }

@@ -1,12 +1,15 @@
 //! Host, cgroup and process utilisation from procfs and cgroupfs.
 //!
 //! Each [`HostSampler::sample`] reads the raw counters, turns the change
-//! since the previous call into rates, and returns `(metric, value)` pairs:
-//! the series the forecaster learns from.
+//! since the previous call into rates, and returns `(series, value)` pairs:
+//! the series the forecaster learns from ([`series::Series`]).
 
 pub mod history;
+pub mod series;
 
 use std::{collections::HashMap, path::Path, time::Instant};
+
+use series::{CgroupField, HostField, ProcessField, Series};
 
 /// Processes reported per sample, busiest first (bounded label set).
 pub const TOP_PROCESSES: usize = 5;
@@ -161,7 +164,7 @@ impl HostSampler {
     }
 
     /// One sample. Rates need two calls, so the first returns only levels.
-    pub fn sample(&mut self) -> Vec<(String, f64)> {
+    pub fn sample(&mut self) -> Vec<(Series, f64)> {
         let now = Instant::now();
         let dt = self.last.map(|t| now.duration_since(t).as_secs_f64());
         self.last = Some(now);
@@ -173,16 +176,19 @@ impl HostSampler {
             {
                 let busy = cpu.busy.saturating_sub(prev.busy) as f64;
                 out.push((
-                    "host.cpu_utilisation".into(),
+                    Series::Host(HostField::CpuUtilisation),
                     busy / (cpu.total - prev.total) as f64,
                 ));
             }
             self.cpu = Some(cpu);
         }
         if let Some((total, avail)) = read("/proc/meminfo").as_deref().and_then(parse_meminfo) {
-            out.push(("host.memory_used_bytes".into(), (total - avail) as f64));
             out.push((
-                "host.memory_utilisation".into(),
+                Series::Host(HostField::MemoryUsedBytes),
+                (total - avail) as f64,
+            ));
+            out.push((
+                Series::Host(HostField::MemoryUtilisation),
                 (total - avail) as f64 / total as f64,
             ));
         }
@@ -191,19 +197,19 @@ impl HostSampler {
         if let Some(dt) = dt.filter(|d| *d > 0.0) {
             let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
             out.push((
-                "host.net_rx_bytes_per_second".into(),
+                Series::Host(HostField::NetRxBytesPerSecond),
                 rate(net.0, self.net.0),
             ));
             out.push((
-                "host.net_tx_bytes_per_second".into(),
+                Series::Host(HostField::NetTxBytesPerSecond),
                 rate(net.1, self.net.1),
             ));
             out.push((
-                "host.disk_read_bytes_per_second".into(),
+                Series::Host(HostField::DiskReadBytesPerSecond),
                 rate(disk.0, self.disk.0),
             ));
             out.push((
-                "host.disk_write_bytes_per_second".into(),
+                Series::Host(HostField::DiskWriteBytesPerSecond),
                 rate(disk.1, self.disk.1),
             ));
             self.sample_cgroups(dt, &mut out);
@@ -214,7 +220,7 @@ impl HostSampler {
         out
     }
 
-    fn sample_cgroups(&mut self, dt: f64, out: &mut Vec<(String, f64)>) {
+    fn sample_cgroups(&mut self, dt: f64, out: &mut Vec<(Series, f64)>) {
         // cgroup v1 (this project's hosts) first, v2 as a fallback.
         let mut cpu = cgroup_children("/sys/fs/cgroup/cpuacct", "cpuacct.usage");
         if cpu.is_empty() {
@@ -227,7 +233,12 @@ impl HostSampler {
         for (name, ns) in cpu {
             if let Some(prev) = self.cgroup_cpu_ns.get(&name) {
                 let cores = ns.saturating_sub(*prev) as f64 / 1e9 / dt;
-                out.push((format!("cgroup.{name}.cpu_cores"), cores));
+                let field = CgroupField::CpuCores;
+                let series = Series::Cgroup {
+                    name: name.clone(),
+                    field,
+                };
+                out.push((series, cores));
             }
             seen.insert(name, ns);
         }
@@ -237,11 +248,12 @@ impl HostSampler {
             mem = cgroup_children("/sys/fs/cgroup", "memory.current");
         }
         for (name, bytes) in mem {
-            out.push((format!("cgroup.{name}.memory_bytes"), bytes as f64));
+            let field = CgroupField::MemoryBytes;
+            out.push((Series::Cgroup { name, field }, bytes as f64));
         }
     }
 
-    fn sample_processes(&mut self, dt: f64, out: &mut Vec<(String, f64)>) {
+    fn sample_processes(&mut self, dt: f64, out: &mut Vec<(Series, f64)>) {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         // SAFETY: as above.
@@ -270,8 +282,13 @@ impl HostSampler {
         self.proc_ticks = now_ticks;
         busiest.sort_by(|a, b| b.0.total_cmp(&a.0));
         for (cores, comm, pid, rss) in busiest.into_iter().take(TOP_PROCESSES) {
-            out.push((format!("process.{comm}[{pid}].cpu_cores"), cores));
-            out.push((format!("process.{comm}[{pid}].rss_bytes"), rss));
+            let process = |field| Series::Process {
+                comm: comm.clone(),
+                pid,
+                field,
+            };
+            out.push((process(ProcessField::CpuCores), cores));
+            out.push((process(ProcessField::RssBytes), rss));
         }
     }
 }
@@ -319,12 +336,16 @@ mod tests {
     fn sampler_reports_rates_on_second_call() {
         let mut s = HostSampler::new();
         let first = s.sample();
-        assert!(first.iter().all(|(m, _)| !m.ends_with("per_second")));
+        assert!(
+            first
+                .iter()
+                .all(|(s, _)| !matches!(s, Series::Host(f) if f.is_rate()))
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
         let second = s.sample();
         let cpu = second
             .iter()
-            .find(|(m, _)| m == "host.cpu_utilisation")
+            .find(|(s, _)| *s == Series::Host(HostField::CpuUtilisation))
             .map(|(_, v)| *v);
         if let Some(cpu) = cpu {
             assert!(
@@ -335,7 +356,7 @@ mod tests {
         assert!(
             second
                 .iter()
-                .any(|(m, _)| m == "host.net_rx_bytes_per_second")
+                .any(|(s, _)| *s == Series::Host(HostField::NetRxBytesPerSecond))
         );
     }
 }

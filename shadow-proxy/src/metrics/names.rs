@@ -22,7 +22,18 @@ pub const KERNEL_DROPS: &str = "shadow_kernel_drops_total";
 /// Errors the eBPF programs' bodies returned, by `program` and `kind`.
 pub const KERNEL_PROGRAM_ERRORS: &str = "shadow_kernel_program_errors_total";
 pub const KERNEL_EVENTS: &str = "shadow_kernel_events_total";
-pub const HOST_GAUGE_PREFIX: &str = "shadow_";
+// Host, cgroup and process utilisation (host/series.rs).
+pub const HOST_CPU_UTILISATION: &str = "shadow_host_cpu_utilisation";
+pub const HOST_MEMORY_USED: &str = "shadow_host_memory_used_bytes";
+pub const HOST_MEMORY_UTILISATION: &str = "shadow_host_memory_utilisation";
+pub const HOST_NET_RX: &str = "shadow_host_net_rx_bytes_per_second";
+pub const HOST_NET_TX: &str = "shadow_host_net_tx_bytes_per_second";
+pub const HOST_DISK_READ: &str = "shadow_host_disk_read_bytes_per_second";
+pub const HOST_DISK_WRITE: &str = "shadow_host_disk_write_bytes_per_second";
+pub const CGROUP_CPU_CORES: &str = "shadow_cgroup_cpu_cores";
+pub const CGROUP_MEMORY: &str = "shadow_cgroup_memory_bytes";
+pub const PROCESS_CPU_CORES: &str = "shadow_process_cpu_cores";
+pub const PROCESS_RSS: &str = "shadow_process_rss_bytes";
 pub const HISTORY_REFUSED: &str = "shadow_history_refused_total";
 /// History series dropped because they stopped reporting (history.rs).
 pub const HISTORY_EVICTED: &str = "shadow_history_evicted_total";
