@@ -22,6 +22,13 @@ pub enum LifecycleError {
     },
 }
 
+/// The pid file is the agent's own.
+impl crate::util::Sourced for LifecycleError {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Internal
+    }
+}
+
 /// Holds the pid file for the life of the agent; removes it on drop.
 #[derive(Debug)]
 pub struct PidFile {

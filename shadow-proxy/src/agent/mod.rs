@@ -82,7 +82,7 @@ pub enum AgentError {
     #[error(transparent)]
     Control(#[from] control::SocketError),
     #[error("metrics recorder: {0}")]
-    Recorder(String),
+    Recorder(#[source] metrics_exporter_prometheus::BuildError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -98,9 +98,9 @@ pub struct Ready {
     pub pid: u32,
 }
 
-impl AgentError {
-    /// Start-up errors are the agent's own; none comes from live traffic.
-    pub fn error_source(&self) -> crate::util::ErrorSource {
+/// Start-up errors are the agent's own; none comes from live traffic.
+impl crate::util::Sourced for AgentError {
+    fn error_source(&self) -> crate::util::ErrorSource {
         match self {
             Self::Capture(e) => e.error_source(),
             _ => crate::util::ErrorSource::Internal,

@@ -41,6 +41,7 @@ use crate::replay::{
     config::RawRules,
     control::{Control, ControlError, MarkNoise},
 };
+use crate::util::Sourced as _;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +67,13 @@ pub enum SocketError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The control socket is the agent's own.
+impl crate::util::Sourced for SocketError {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Internal
+    }
 }
 
 /// Binds the socket with mode 0600 (replacing a stale one).

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+use shadow_proxy::util::Sourced as _;
 use shadow_proxy::{
     agent, config, forecast,
     kernel::{self as telemetry, prometheus::DEFAULT_MAX_ENDPOINT_SERIES},
@@ -294,17 +295,15 @@ fn main() -> ExitCode {
 /// `--check`'s kernel half: the tracepoint programs load and attach, and so
 /// does the classifier on the configured interface (then all is detached,
 /// and a clsact qdisc added for the check is removed).
-fn check_kernel(tcp_bytes: bool, shadow: Option<&config::Config>) -> Result<(), String> {
-    let mut telemetry =
-        telemetry::KernelTelemetry::load_with(tcp_bytes).map_err(|e| e.to_string())?;
+fn check_kernel(tcp_bytes: bool, shadow: Option<&config::Config>) -> Result<(), agent::AgentError> {
+    let mut telemetry = telemetry::KernelTelemetry::load_with(tcp_bytes)?;
     println!(
         "ok: {} tracepoint programs load and attach",
         telemetry::TRACEPOINTS.len()
     );
     if let Some(c) = shadow.filter(|c| !c.services.is_empty()) {
         let (mut capture, _perf) =
-            shadow_proxy::capture::TcCapture::attach(telemetry.ebpf_mut(), &c.capture)
-                .map_err(|e| format!("capture: {e}"))?;
+            shadow_proxy::capture::TcCapture::attach(telemetry.ebpf_mut(), &c.capture)?;
         capture.remove_added_qdisc();
         println!(
             "ok: the classifier attaches to {} ({:?})",

@@ -47,9 +47,9 @@ pub enum CaptureError {
     },
 }
 
-impl CaptureError {
-    /// Capture errors are the agent's own: the live path is only read.
-    pub fn error_source(&self) -> crate::util::ErrorSource {
+/// Capture errors are the agent's own: the live path is only read.
+impl crate::util::Sourced for CaptureError {
+    fn error_source(&self) -> crate::util::ErrorSource {
         crate::util::ErrorSource::Internal
     }
 }

@@ -20,6 +20,13 @@ pub enum DecodeError {
     },
 }
 
+/// A sample of live traffic that does not decode.
+impl crate::util::Sourced for DecodeError {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Live
+    }
+}
+
 fn addr(family: u16, raw: &[u8; 16]) -> IpAddr {
     if family == AF_INET {
         IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))

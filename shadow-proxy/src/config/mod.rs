@@ -70,6 +70,13 @@ pub enum ConfigError {
     },
 }
 
+/// A bad configuration is the operator's to fix, inside the agent.
+impl crate::util::Sourced for ConfigError {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Internal
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

@@ -66,6 +66,13 @@ pub enum TelemetryError {
     MissingMap(&'static str),
 }
 
+/// Loading and reading the eBPF programs is the agent's own work.
+impl crate::util::Sourced for TelemetryError {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Internal
+    }
+}
+
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> TelemetryError {
     move |source| TelemetryError::Map {
         map,

@@ -40,6 +40,13 @@ pub enum TracefsError {
     },
 }
 
+/// Reading tracefs is the agent's own work.
+impl crate::util::Sourced for TracefsError {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Internal
+    }
+}
+
 /// One `field:` line of a format file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {

@@ -14,14 +14,13 @@ pub mod service;
 
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
 /// Installs the global `metrics` recorder. Gauges not updated for
 /// `idle` (processes that exited, cgroups removed) are dropped from the page.
-pub fn install_recorder(idle: Duration) -> Result<PrometheusHandle, String> {
+pub fn install_recorder(idle: Duration) -> Result<PrometheusHandle, BuildError> {
     PrometheusBuilder::new()
         .idle_timeout(MetricKindMask::GAUGE, Some(idle))
         .install_recorder()
-        .map_err(|e| e.to_string())
 }

@@ -52,6 +52,13 @@ pub struct RuleError {
     pub reason: String,
 }
 
+/// Rules come from the operator.
+impl crate::util::Sourced for RuleError {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Internal
+    }
+}
+
 fn rule_error(key: &str, reason: String) -> RuleError {
     RuleError {
         key: key.to_owned(),

@@ -39,9 +39,9 @@ pub enum ControlError {
     Capture(#[source] CaptureError),
 }
 
-impl ControlError {
-    /// A refused operation is the caller's or the agent's, never live's.
-    pub fn error_source(&self) -> crate::util::ErrorSource {
+/// A refused operation is the caller's or the agent's, never live's.
+impl crate::util::Sourced for ControlError {
+    fn error_source(&self) -> crate::util::ErrorSource {
         crate::util::ErrorSource::Internal
     }
 }

@@ -32,6 +32,7 @@ use crate::{
     metrics::service::ServiceStats,
 };
 
+use crate::util::Sourced as _;
 use config::ServiceConfig;
 use diffs::DiffState;
 use stack::{Failure, ShadowAnswer, ShadowClient, ShadowRequest, Stack};

@@ -132,9 +132,27 @@ fn rewrite_target(target: &str, rewrites: &[Rewrite]) -> String {
     t
 }
 
+/// Why a captured request could not be rebuilt for the shadow.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the shadow request: {0}")]
-pub struct BuildError(String);
+pub enum BuildError {
+    #[error("cannot build the shadow request: the target has no authority")]
+    NoAuthority,
+    #[error("cannot build the shadow request: header {name:?}: {source}")]
+    Header {
+        name: String,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("cannot build the shadow request: {0}")]
+    Request(#[source] hyper::http::Error),
+}
+
+/// The captured request came from live, but rebuilding it is the agent's job.
+impl crate::util::Sourced for BuildError {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Internal
+    }
+}
 
 /// Builds the request sent to `target`.
 pub fn build(
@@ -143,15 +161,13 @@ pub fn build(
     target: &Uri,
 ) -> Result<Request<Bytes>, BuildError> {
     let path = rewrite_target(&req.target, &svc.rewrites);
-    let authority = target
-        .authority()
-        .ok_or_else(|| BuildError("target has no authority".into()))?;
+    let authority = target.authority().ok_or(BuildError::NoAuthority)?;
     let uri = Uri::builder()
         .scheme("http")
         .authority(authority.as_str())
         .path_and_query(path.as_str())
         .build()
-        .map_err(|e| BuildError(e.to_string()))?;
+        .map_err(BuildError::Request)?;
     let mut b = Request::builder().method(req.method.as_str()).uri(uri);
     let original_host =
         conversation::header(&req.headers, "host").map(|h| String::from_utf8_lossy(h).into_owned());
@@ -169,13 +185,16 @@ pub fn build(
         if svc.rewrites.iter().any(|r| matches!(r, Rewrite::RemoveHeader(n) | Rewrite::SetHeader { name: n, .. } if n.eq_ignore_ascii_case(&lower))) {
             continue;
         }
-        let value = if svc.redact_headers.contains(&lower) {
-            HeaderValue::from_str(&redact(&h.value)).map_err(|e| BuildError(e.to_string()))?
-        } else {
-            HeaderValue::from_bytes(&h.value).map_err(|e| BuildError(e.to_string()))?
+        let header = |source: hyper::http::Error| BuildError::Header {
+            name: h.name.clone(),
+            source,
         };
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| BuildError(e.to_string()))?;
+        let value = if svc.redact_headers.contains(&lower) {
+            HeaderValue::from_str(&redact(&h.value)).map_err(|e| header(e.into()))?
+        } else {
+            HeaderValue::from_bytes(&h.value).map_err(|e| header(e.into()))?
+        };
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| header(e.into()))?;
         b = b.header(name, value);
     }
     for r in &svc.rewrites {
@@ -184,8 +203,7 @@ pub fn build(
         }
     }
     b = b.header(svc.shadow_header.as_str(), "1");
-    b.body(req.body.clone())
-        .map_err(|e| BuildError(e.to_string()))
+    b.body(req.body.clone()).map_err(BuildError::Request)
 }
 
 #[cfg(test)]

@@ -39,7 +39,11 @@ use tower::{
 };
 
 use super::{MAX_SHADOW_BODY, config::ServiceConfig, rewrite};
-use crate::{capture::pipeline::CapturedExchange, metrics::reason::Drop, util::ErrorSource};
+use crate::{
+    capture::pipeline::CapturedExchange,
+    metrics::reason::Drop,
+    util::{ErrorSource, Sourced},
+};
 
 /// The pooled client every request to a service's shadows goes through.
 pub type ShadowClient = Client<HttpConnector, Full<Bytes>>;
@@ -134,9 +138,11 @@ impl Failure {
             Self::InFlightFull | Self::RateLimited | Self::Stack(_) => None,
         }
     }
+}
 
-    /// Refusals are the agent's own bounds; the rest came from a shadow.
-    pub fn error_source(&self) -> ErrorSource {
+/// Refusals are the agent's own bounds; the rest came from a shadow.
+impl Sourced for Failure {
+    fn error_source(&self) -> ErrorSource {
         match self {
             Self::InFlightFull | Self::RateLimited | Self::Rewrite { .. } | Self::Stack(_) => {
                 ErrorSource::Internal

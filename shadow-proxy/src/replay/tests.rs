@@ -26,6 +26,7 @@ use crate::{
     config::Config,
     http::conversation::{Exchange, Request},
     metrics::reason::Drop,
+    util::Sourced as _,
 };
 
 /// An HTTP/1.1 server that answers "ok" after `delay`, counting requests.

@@ -12,6 +12,12 @@ pub enum ErrorSource {
     Shadow,
     Internal,
 }
+
+/// Every error type of the agent says where its errors came from.
+pub trait Sourced: std::error::Error {
+    fn error_source(&self) -> ErrorSource;
+}
+
 pub mod task;
 
 use std::time::{SystemTime, UNIX_EPOCH};

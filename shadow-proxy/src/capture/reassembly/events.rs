@@ -113,6 +113,21 @@ impl DropReason {
     ];
 }
 
+/// Flows the capture did not see whole are live's; flows dropped for room
+/// hit the agent's own bounds.
+impl crate::util::Sourced for DropReason {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        match self {
+            Self::MidStream | Self::GapAtClose | Self::IdleWithGap => {
+                crate::util::ErrorSource::Live
+            }
+            Self::FlowBufferFull | Self::TotalBufferFull | Self::TooManyFlows => {
+                crate::util::ErrorSource::Internal
+            }
+        }
+    }
+}
+
 /// Counted under the agent's one drop enum.
 impl From<DropReason> for Drop {
     fn from(r: DropReason) -> Self {

@@ -137,6 +137,13 @@ pub enum HttpError {
     AfterClose { direction: Direction },
 }
 
+/// Live traffic that is not HTTP/1.1 as the parser follows it.
+impl crate::util::Sourced for HttpError {
+    fn error_source(&self) -> crate::util::ErrorSource {
+        crate::util::ErrorSource::Live
+    }
+}
+
 /// Counted under the agent's one drop enum.
 impl From<&HttpError> for Drop {
     fn from(e: &HttpError) -> Self {
