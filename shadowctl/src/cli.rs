@@ -1,0 +1,216 @@
+//! `shadowctl`'s command line.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shadow_api::duration;
+
+#[cfg(feature = "offline")]
+use crate::Result;
+#[cfg(feature = "offline")]
+use crate::offline;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Talk to a running shadow agent")]
+pub(crate) struct Cli {
+    /// The agent's admin address.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:9464",
+        env = "SHADOW_ADMIN"
+    )]
+    pub(crate) admin: String,
+    /// The agent's control socket.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/shadow/control.sock",
+        env = "SHADOW_CONTROL"
+    )]
+    pub(crate) control: std::path::PathBuf,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Diff {
+    /// The verdict per shadow target: regressed fields first (with rates and
+    /// example ids), then a count of healthy routes.
+    Summary {
+        #[arg(long)]
+        json: bool,
+        /// Also list every route with its comparison counts.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One exchange, live and shadow side by side, with its differences.
+    Show { id: u64 },
+    /// Mark a field of a route as noise (or --unmark).
+    Noise {
+        service: String,
+        /// e.g. "GET /users/{id}".
+        route: String,
+        /// e.g. "$.items[*].price" or "header.etag".
+        path: String,
+        #[arg(long)]
+        unmark: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Mirror {
+    /// Set the share of connections mirrored for a service (0-100, 0.01 steps).
+    Set { service: String, percent: f64 },
+    /// Sampling rate, counters and coverage of every service.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Capture path counters: perf samples, losses, truncation, reassembly.
+    Capture,
+    /// Replace a service's rules with a JSON document, e.g.
+    /// '{"allow_methods":["POST"],"routes":[{"path_prefix":"/orders","allow_methods":["PUT"]}],"rps_limit":50}'.
+    /// Fields: methods, path_prefixes, allow_methods, routes, sample_key, rps_limit.
+    Rules { service: String, json: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Live block-I/O and TCP latency histograms, refreshed in place.
+    Top {
+        /// Refresh interval.
+        #[arg(long, default_value = "1s", value_parser = duration::parse)]
+        interval: Duration,
+        /// Stop after this many screens (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print screens one after another instead of redrawing.
+        #[arg(long)]
+        no_clear: bool,
+    },
+    /// Print the Prometheus page.
+    Metrics,
+    /// Traffic mirroring: rates and status.
+    #[command(subcommand)]
+    Mirror(Mirror),
+    /// Record sampled exchanges to FILE (JSON lines, gzip if it ends in .gz)
+    /// for DURATION, then stop.
+    Record {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "30s", value_parser = duration::parse)]
+        duration: Duration,
+    },
+    /// Replay a recording against a target at N times the recorded pace.
+    Replay {
+        file: std::path::PathBuf,
+        /// Where to send the requests, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        target: String,
+        /// Speed factor (2 = twice as fast); 0 sends as fast as possible.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// Live vs shadow differences.
+    #[command(subcommand)]
+    Diff(Diff),
+    /// The latest replayed exchanges (JSON), live and shadow side by side.
+    Exchanges {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// The forecaster's history: metric names, or one metric's samples.
+    History {
+        /// Metric name, e.g. host.cpu_utilisation.
+        metric: Option<String>,
+    },
+    /// Forecasts: every metric and its model, or one metric's P10/P50/P90;
+    /// offline on a CSV file with `train` and `--model DIR --csv FILE`.
+    Forecast(ForecastCmd),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ForecastCmd {
+    #[command(subcommand)]
+    pub(crate) action: Option<ForecastAction>,
+    /// Metric name, e.g. host.cpu_utilisation (default: list every metric).
+    pub(crate) metric: Option<String>,
+    /// How far ahead: steps (12) or a duration (30m); default the whole horizon.
+    #[arg(long)]
+    pub(crate) horizon: Option<String>,
+    /// Print JSON: the model, why, and PredictionData points.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Offline: forecast from a model saved by `forecast train` (with --csv).
+    #[arg(long, requires = "csv", conflicts_with = "metric")]
+    pub(crate) model: Option<std::path::PathBuf>,
+    /// Offline: the history to forecast from, `timestamp,value`.
+    #[arg(long, requires = "model")]
+    pub(crate) csv: Option<std::path::PathBuf>,
+    /// Offline: the related series the model was trained with.
+    #[arg(long, requires = "model")]
+    pub(crate) related: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ForecastAction {
+    /// Train on a `timestamp,value` CSV file (no agent needed) and save the model.
+    Train(TrainFlags),
+    /// Anomaly events the agent has seen (forecast interval left persistently).
+    Events {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TrainFlags {
+    /// The history: `timestamp,value` lines (unix seconds or `YYYY-MM-DD HH:MM:SS`, UTC).
+    #[arg(long)]
+    pub(crate) csv: std::path::PathBuf,
+    /// A related series on the same grid (e.g. request rate for CPU); the LSTM uses it.
+    #[arg(long)]
+    pub(crate) related: Option<std::path::PathBuf>,
+    /// Steps forecast (and backtested per fold).
+    #[arg(long, default_value_t = 60)]
+    pub(crate) horizon: usize,
+    /// Candidate models, comma-separated (seasonal_naive, ets, mstl, lstm).
+    #[arg(long, default_value = "seasonal_naive,ets,mstl,lstm")]
+    pub(crate) models: String,
+    /// Rolling-origin folds for the selection.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) folds: usize,
+    /// Steps per season (default: a day at the file's step).
+    #[arg(long)]
+    pub(crate) season: Option<usize>,
+    /// Model directory (default: <csv name>.model in the current directory).
+    #[arg(long)]
+    pub(crate) out: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "offline")]
+impl TrainFlags {
+    pub(crate) fn args(self) -> Result<offline::TrainArgs, offline::OfflineError> {
+        let models = shadow_forecast::serve::parse_models(&self.models)
+            .map_err(|e| offline::OfflineError::Usage(format!("--models: {e}")))?;
+        let stem = self
+            .csv
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        let out = self
+            .out
+            .unwrap_or_else(|| format!("{}.model", stem.unwrap_or_default()).into());
+        Ok(offline::TrainArgs {
+            csv: self.csv,
+            related: self.related,
+            horizon: self.horizon,
+            models,
+            folds: self.folds,
+            season: self.season,
+            out,
+        })
+    }
+}
