@@ -4,6 +4,8 @@
 //! Kernel tests run for real (they need root). They skip only when
 //! `SHADOW_SKIP_KERNEL_TESTS=1` says so, and then say that they skipped.
 
+pub mod netns;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},

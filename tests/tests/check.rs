@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use shadow_tests::{built_binary, kernel_test, sh};
+use shadow_tests::{built_binary, kernel_test, netns::Netns};
 
 fn check_in(ns: &str, interface: &str) -> std::process::Output {
     let dir = std::env::temp_dir().join(format!("shadow-check-{interface}-{}", std::process::id()));
@@ -39,32 +39,28 @@ fn check_attaches_the_classifier_and_names_a_missing_interface() {
     else {
         return;
     };
-    let ns = format!("sh-check-{}", std::process::id() % 100_000);
-    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-    sh("ip", &["netns", "add", &ns]);
-    sh("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+    let ns = Netns::new("check");
 
-    let out = check_in(&ns, "lo");
+    let out = check_in(ns.name(), "lo");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "--check on lo: {stdout}{stderr}");
     assert!(stdout.contains("classifier attaches to lo"), "{stdout}");
-    let qdiscs = sh("tc", &["-n", &ns, "qdisc", "show", "dev", "lo"]);
+    let qdiscs = ns.qdiscs();
     assert!(
         !qdiscs.contains("clsact"),
         "--check leaves no qdisc: {qdiscs}"
     );
 
-    let out = check_in(&ns, "shadow-nope0");
+    let out = check_in(ns.name(), "shadow-nope0");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("interface shadow-nope0") && stderr.contains("no such interface"),
         "the error names the interface: {stderr}"
     );
-    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
 }
 
 #[test]

@@ -13,60 +13,7 @@ use std::{
 
 use serde_json::Value;
 use shadow_proxy::replay::control::MirrorStatus;
-use shadow_tests::{Proc, built_binary, kernel_test, sh, wait_until, wait_until_ok};
-
-/// One namespace with loopback up, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("sh-{tag}-{}", std::process::id() % 100_000);
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh("ip", &["netns", "add", &name]);
-        sh("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        Self(name)
-    }
-
-    fn cmd(&self, program: &std::path::Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).arg(program);
-        c
-    }
-
-    /// A TCP socket bound to a free loopback port inside the namespace and
-    /// never listening: connecting to it is refused, and while it is held
-    /// nothing else can take the port (unlike a port bound and released).
-    fn closed_port(&self) -> (socket2::Socket, SocketAddr) {
-        let path = format!("/var/run/netns/{}", self.0);
-        // setns changes only the calling thread's namespace, so a thread of
-        // its own makes the socket; the socket stays in the namespace.
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: setns on a namespace fd we hold, for this thread only.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                .expect("socket");
-            let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-            sock.bind(&any.into()).expect("bind a loopback port");
-            let addr = sock
-                .local_addr()
-                .expect("local address")
-                .as_socket()
-                .expect("an IP address");
-            (sock, addr)
-        })
-        .join()
-        .expect("closed-port thread")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
+use shadow_tests::{Proc, built_binary, kernel_test, netns::Netns, sh, wait_until, wait_until_ok};
 
 fn listening(what: &str, mut cmd: Command) -> (Proc, SocketAddr) {
     cmd.stdout(Stdio::piped());
@@ -599,7 +546,7 @@ fn segments_arriving_out_of_order_are_reassembled() {
     // Reorder on the namespace's loopback (netem and prio are not in this
     // kernel): TCP segments whose sequence number has bit 2 clear go through
     // a slow HTB class, the others through a fast one and overtake them.
-    let ns = m.ns.0.as_str();
+    let ns = m.ns.name();
     let tc = |args: &str| {
         let mut a = vec!["netns", "exec", ns, "tc"];
         a.extend(args.split_whitespace());

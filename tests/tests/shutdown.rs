@@ -7,30 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shadow_tests::{Proc, built_binary, kernel_test, sh};
-
-/// A network namespace of its own, removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("sh-{tag}-{}", std::process::id() % 100_000);
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh("ip", &["netns", "add", &name]);
-        sh("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        Self(name)
-    }
-
-    fn qdiscs(&self) -> String {
-        sh("tc", &["-n", &self.0, "qdisc", "show", "dev", "lo"])
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
+use shadow_tests::{Proc, built_binary, kernel_test, netns::Netns, sh};
 
 /// Starts a shadowing agent on `lo` in `ns` and waits until it is ready.
 fn start(ns: &Netns, dir: &std::path::Path) -> Proc {
@@ -44,7 +21,7 @@ fn start(ns: &Netns, dir: &std::path::Path) -> Proc {
     let _ = std::fs::remove_file(&ready);
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.0])
+    cmd.args(["netns", "exec", ns.name()])
         .arg(built_binary("shadow-proxy"))
         .args(["--admin", "127.0.0.1:0", "--interval", "200ms", "--config"])
         .arg(&cfg)
@@ -121,7 +98,10 @@ fn sigterm_stops_everything_within_two_seconds_and_removes_only_our_qdisc() {
     );
 
     // A clsact that was there before belongs to someone else: kept.
-    sh("tc", &["-n", &ns.0, "qdisc", "add", "dev", "lo", "clsact"]);
+    sh(
+        "tc",
+        &["-n", ns.name(), "qdisc", "add", "dev", "lo", "clsact"],
+    );
     let mut agent = start(&ns, &dir);
     let status = agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
     assert!(status.success(), "{}", log_of(&dir));
