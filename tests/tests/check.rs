@@ -148,6 +148,19 @@ fn one_file_configures_the_agent_and_flags_override_its_keys() {
     let (code, text) = check(&["--forecast-step", "1s"]);
     assert_eq!(code, Some(64), "{text}");
     assert!(text.contains("--forecast-step"), "{text}");
+    // The same mistake made in the file is named as the file's key.
+    std::fs::write(
+        &cfg,
+        "[agent]\ninterval = \"2s\"\n\n[forecast]\nstep = \"1s\"\n",
+    )
+    .unwrap();
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(64), "{text}");
+    assert!(
+        text.contains(&format!("{}: forecast.step: ", cfg.display()))
+            && !text.contains("--forecast-step"),
+        "the error names the file's key, not a flag: {text}"
+    );
     std::fs::write(&cfg, "[forecast]\nhorizon = \"soon\"\n").unwrap();
     let (code, text) = check(&[]);
     assert_eq!(code, Some(64), "{text}");

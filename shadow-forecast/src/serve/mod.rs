@@ -123,39 +123,51 @@ impl ForecastSettings {
     }
 
     /// Cross-field checks against the poll interval and the history span
-    /// (`--history-len` x `--interval`); each error names its flag.
-    pub fn validate(&self, poll_interval: Duration, history: Duration) -> Result<(), String> {
+    /// (history length x interval); each error names its key, which the
+    /// caller turns into a flag or a file key, whichever set it.
+    pub fn validate(
+        &self,
+        poll_interval: Duration,
+        history: Duration,
+    ) -> Result<(), SettingsError> {
+        let err = |key, reason| Err(SettingsError { key, reason });
         if (self.step as f64) < poll_interval.as_secs_f64() {
-            return Err(format!(
-                "--forecast-step: {}s is shorter than the poll --interval {poll_interval:?}: bins would be empty",
-                self.step
-            ));
+            return err(
+                "step",
+                format!(
+                    "{}s is shorter than the poll interval ({poll_interval:?}): bins would be empty",
+                    self.step
+                ),
+            );
         }
         // The refresher reads the history once a step; a bin must still be
         // in the ring then.
         if self.step as f64 > history.as_secs_f64() / 2.0 {
-            return Err(format!(
-                "--forecast-step: {}s is more than half the history kept ({history:?}; raise --history-len)",
-                self.step
-            ));
+            return err(
+                "step",
+                format!(
+                    "{}s is more than half the history kept ({history:?}; raise the history length)",
+                    self.step
+                ),
+            );
         }
         if self.every.as_secs_f64() < self.step as f64 {
-            return Err(format!(
-                "--forecast-every: {:?} is shorter than one step ({}s)",
-                self.every, self.step
-            ));
+            return err(
+                "every",
+                format!("{:?} is shorter than one step ({}s)", self.every, self.step),
+            );
         }
         if !(1..=10_080).contains(&self.horizon) {
-            return Err(format!(
-                "--forecast-horizon: {} steps; use 1 to 10080",
-                self.horizon
-            ));
+            return err("horizon", format!("{} steps; use 1 to 10080", self.horizon));
         }
         if self.grid_points < (self.folds + 1) * self.horizon {
-            return Err(format!(
-                "--forecast-horizon: {} steps x {} folds do not fit the {} grid points kept",
-                self.horizon, self.folds, self.grid_points
-            ));
+            return err(
+                "horizon",
+                format!(
+                    "{} steps x {} folds do not fit the {} grid points kept",
+                    self.horizon, self.folds, self.grid_points
+                ),
+            );
         }
         Ok(())
     }
@@ -208,6 +220,15 @@ pub fn parse_models(s: &str) -> Result<Vec<Candidate>, String> {
 }
 
 /// A duration as a whole number of seconds (the grid is in seconds).
+/// A forecasting setting that does not hold: its key (`step`, `every`,
+/// `horizon`) and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct SettingsError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
 pub fn whole_seconds(d: Duration) -> Result<i64, String> {
     if d.subsec_nanos() != 0 || d.as_secs() == 0 {
         return Err(format!("{d:?} must be a whole number of seconds"));
@@ -257,20 +278,16 @@ mod settings_tests {
             ..s.clone()
         };
         assert!(wide.validate(Duration::from_secs(1), hour).is_ok());
-        assert!(
-            wide.validate(Duration::from_secs(1), hour / 2)
-                .unwrap_err()
-                .contains("--history-len")
-        );
+        let e = wide.validate(Duration::from_secs(1), hour / 2).unwrap_err();
+        assert_eq!(e.key, "step");
+        assert!(e.reason.contains("history length"), "{e}");
         let long = ForecastSettings {
             horizon: 10_000,
             ..s
         };
-        assert!(
-            long.validate(Duration::from_secs(1), hour)
-                .unwrap_err()
-                .contains("grid")
-        );
+        let e = long.validate(Duration::from_secs(1), hour).unwrap_err();
+        assert_eq!(e.key, "horizon");
+        assert!(e.reason.contains("grid"), "{e}");
         assert_eq!(
             whole_seconds(Duration::from_millis(1500)).map_err(|_| ()),
             Err(())

@@ -96,17 +96,21 @@ type Metrics = Vec<String>;
 type Models = Vec<shadow_proxy::forecast::Candidate>;
 
 impl ForecastFlags {
-    /// The validated settings, `None` when off; the error names the flag.
+    /// The validated settings, `None` when off; the error names the key.
     fn settings(
         self,
         interval: Duration,
         history: Duration,
-    ) -> Result<Option<forecast::ForecastSettings>, String> {
+    ) -> Result<Option<forecast::ForecastSettings>, forecast::SettingsError> {
         if self.no_forecast {
             return Ok(None);
         }
-        let step = forecast::whole_seconds(self.forecast_step)
-            .map_err(|e| format!("--forecast-step: {e}"))?;
+        let step = forecast::whole_seconds(self.forecast_step).map_err(|reason| {
+            forecast::SettingsError {
+                key: "step",
+                reason,
+            }
+        })?;
         let defaults = forecast::ForecastSettings::default();
         let settings = forecast::ForecastSettings {
             dir: self.forecast_dir,
@@ -187,6 +191,35 @@ fn overlay(cli: &mut Cli, m: &clap::ArgMatches, file: &config::Config) {
     }
 }
 
+/// Names a forecast setting as its user gave it: the flag, or the file's
+/// `[forecast]` key when the value came from the file.
+fn forecast_key(
+    e: &forecast::SettingsError,
+    m: &clap::ArgMatches,
+    path: Option<&std::path::Path>,
+    file: Option<&config::Config>,
+) -> String {
+    let on_command_line = matches!(
+        m.value_source(&format!("forecast_{}", e.key)),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    let in_file = file.is_some_and(|c| {
+        let f = &c.forecast;
+        match e.key {
+            "step" => f.step.is_some(),
+            "every" => f.every.is_some(),
+            "horizon" => f.horizon.is_some(),
+            _ => false,
+        }
+    });
+    match path {
+        Some(path) if in_file && !on_command_line => {
+            format!("{}: forecast.{}", path.display(), e.key)
+        }
+        _ => format!("--forecast-{}", e.key),
+    }
+}
+
 fn main() -> ExitCode {
     let parsed = Cli::command()
         .try_get_matches()
@@ -224,8 +257,12 @@ fn main() -> ExitCode {
         .saturating_mul(cli.history_len.min(u32::MAX as usize) as u32);
     let forecast = match cli.forecast.settings(cli.interval, history) {
         Ok(f) => f,
-        Err(error) => {
-            eprintln!("error: {error}");
+        Err(e) => {
+            eprintln!(
+                "error: {}: {}",
+                forecast_key(&e, &matches, cli.config.as_deref(), shadow.as_ref()),
+                e.reason
+            );
             return ExitCode::from(64);
         }
     };

@@ -6,7 +6,7 @@
 pub mod export;
 
 pub use shadow_forecast::serve::{
-    Candidate, DEFAULT_METRICS, ForecastSettings, MAX_METRICS, Service, Source, answer,
-    format_ahead, grid_points_for, parse_metrics, parse_models, resample, service, store, threads,
-    trainer, watch, whole_seconds,
+    Candidate, DEFAULT_METRICS, ForecastSettings, MAX_METRICS, Service, SettingsError, Source,
+    answer, format_ahead, grid_points_for, parse_metrics, parse_models, resample, service, store,
+    threads, trainer, watch, whole_seconds,
 };
