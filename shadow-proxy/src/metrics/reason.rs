@@ -49,11 +49,13 @@ pub enum Drop {
     ShadowError,
     ShadowBodyError,
     NoiseProbeFailed,
+    /// The stack itself failed (a bug, never expected).
+    StackFailed,
 }
 
 impl Drop {
     /// Every reason, in declaration order.
-    pub const ALL: [Drop; 34] = [
+    pub const ALL: [Drop; 35] = [
         Self::MidStream,
         Self::FlowBufferFull,
         Self::TotalBufferFull,
@@ -88,6 +90,7 @@ impl Drop {
         Self::ShadowError,
         Self::ShadowBodyError,
         Self::NoiseProbeFailed,
+        Self::StackFailed,
     ];
 
     /// The stable snake_case label.
@@ -127,6 +130,7 @@ impl Drop {
             Self::ShadowError => "shadow_error",
             Self::ShadowBodyError => "shadow_body_error",
             Self::NoiseProbeFailed => "noise_probe_failed",
+            Self::StackFailed => "stack_failed",
         }
     }
 }
@@ -152,6 +156,6 @@ mod tests {
         );
         // ALL follows declaration order and ends at the last variant.
         assert!(Drop::ALL.iter().enumerate().all(|(i, d)| *d as usize == i));
-        assert_eq!(Drop::ALL.last(), Some(&Drop::NoiseProbeFailed));
+        assert_eq!(Drop::ALL.last(), Some(&Drop::StackFailed));
     }
 }

@@ -121,7 +121,8 @@ impl Failure {
         match self {
             Self::InFlightFull => Drop::InFlightFull,
             Self::RateLimited => Drop::RateLimited,
-            Self::Rewrite { .. } | Self::Stack(_) => Drop::RewriteFailed,
+            Self::Rewrite { .. } => Drop::RewriteFailed,
+            Self::Stack(_) => Drop::StackFailed,
             Self::Timeout { .. } => Drop::ShadowTimeout,
             Self::Send { .. } => Drop::ShadowError,
             Self::Body { .. } => Drop::ShadowBodyError,
