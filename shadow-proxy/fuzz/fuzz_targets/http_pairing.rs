@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
             conv.on_response_bytes(chunk, now)
         };
         if let Err(err) = result {
-            assert!(!err.reason().is_empty());
+            assert!(!shadow_proxy::metrics::reason::Drop::from(&err).as_str().is_empty());
             // Errors are sticky: a poisoned conversation must keep refusing input.
             assert_eq!(
                 conv.on_request_bytes(b"GET / HTTP/1.1\r\n\r\n", now),
