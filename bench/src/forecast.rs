@@ -206,14 +206,8 @@ fn load_cases(args: &Args) -> Result<Vec<Case>> {
                     continue;
                 }
             };
-            let rows = head.lines().count().saturating_sub(1);
-            let filled = s.imputed.iter().filter(|&&i| i).count();
-            if s.len() != rows {
-                eprintln!(
-                    "  {rel}: {rows} rows -> {} points ({filled} interpolated, {} merged)",
-                    s.len(),
-                    rows + filled - s.len()
-                );
+            if !s.cleaning.is_clean() {
+                eprintln!("  {rel}: {} points; {}", s.len(), s.cleaning);
             }
             s
         };
@@ -279,7 +273,7 @@ fn arrivals(path: &Path, text: &str, bin: i64) -> Result<Series> {
         GridPolicy {
             step: Some(bin),
             max_fill: 0,
-            snap_to_grid: false,
+            ..GridPolicy::default()
         },
     )?)
 }

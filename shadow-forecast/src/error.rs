@@ -28,16 +28,8 @@ pub enum ForecastError {
         timestamp: i64,
         step: i64,
     },
-    #[error(
-        "{series}: gap of {missing} missing steps after {after}; at most {max_fill} are \
-         interpolated (raise the limit or split the series)"
-    )]
-    Gap {
-        series: String,
-        after: i64,
-        missing: usize,
-        max_fill: usize,
-    },
+    #[error("{series}: cannot be used: {reason}")]
+    Unusable { series: String, reason: String },
     #[error("{series}: step must be positive, got {step}")]
     BadStep { series: String, step: i64 },
     #[error("{series}: related series has {got} points, the target {need}")]

@@ -153,6 +153,10 @@ pub(crate) struct ForecastCmd {
     /// Offline: the related series the model was trained with.
     #[arg(long, requires = "model")]
     pub(crate) related: Option<std::path::PathBuf>,
+    /// Offline: the longest gap (missing steps) interpolated; longer gaps are
+    /// masked out (up to 30 days of steps; history before a longer one is dropped).
+    #[arg(long, default_value_t = 12, requires = "model")]
+    pub(crate) max_gap: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +193,10 @@ pub(crate) struct TrainFlags {
     /// Model directory (default: <csv name>.model in the current directory).
     #[arg(long)]
     pub(crate) out: Option<std::path::PathBuf>,
+    /// The longest gap (missing steps) interpolated; longer gaps are masked out
+    /// of training (up to 30 days of steps; history before a longer one is dropped).
+    #[arg(long, default_value_t = 12)]
+    pub(crate) max_gap: usize,
 }
 
 #[cfg(feature = "offline")]
@@ -211,6 +219,7 @@ impl TrainFlags {
             folds: self.folds,
             season: self.season,
             out,
+            max_gap: self.max_gap,
         })
     }
 }

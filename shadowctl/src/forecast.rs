@@ -29,6 +29,7 @@ pub(crate) async fn forecast_cmd(control: &Control, f: ForecastCmd) -> Result<()
             &csv,
             f.related.as_deref(),
             f.horizon.as_deref(),
+            f.max_gap,
             f.json,
         )?,
         (None, _, _, Some(metric)) => {
@@ -59,9 +60,10 @@ fn offline_forecast(
     csv: &std::path::Path,
     related: Option<&std::path::Path>,
     horizon: Option<&str>,
+    max_gap: usize,
     json: bool,
 ) -> Result<String> {
-    let a = offline::forecast(model, csv, related, horizon)?;
+    let a = offline::forecast(model, csv, related, horizon, max_gap)?;
     render_answer(&a, json)
 }
 
@@ -76,6 +78,7 @@ fn offline_forecast(
     _: &std::path::Path,
     _: Option<&std::path::Path>,
     _: Option<&str>,
+    _: usize,
     _: bool,
 ) -> Result<String> {
     Err(Usage(OFFLINE_MISSING.into()).into())

@@ -40,37 +40,53 @@ pub struct TrainArgs {
     pub folds: usize,
     pub season: Option<usize>,
     pub out: PathBuf,
+    /// The longest gap interpolated (`--max-gap`).
+    pub max_gap: usize,
 }
 
 /// A target series and, optionally, a related one cut to the same grid.
 struct Loaded {
     series: Series,
     related: Option<Vec<f64>>,
+    /// Zero over long gaps, which are masked out of training.
+    weights: Option<Vec<f64>>,
 }
 
 impl Loaded {
-    fn read(csv: &Path, related: Option<&Path>) -> Result<Self, OfflineError> {
-        let series = Series::read_csv(csv, GridPolicy::default())?;
-        let related = related.map(|r| align(&series, r)).transpose()?;
-        Ok(Self { series, related })
+    fn read(csv: &Path, related: Option<&Path>, max_gap: usize) -> Result<Self, OfflineError> {
+        let policy = GridPolicy {
+            max_fill: max_gap,
+            ..GridPolicy::default()
+        };
+        let series = Series::read_csv(csv, policy)?;
+        let related = related.map(|r| align(&series, r, policy)).transpose()?;
+        let weights = series.weights();
+        Ok(Self {
+            series,
+            related,
+            weights,
+        })
     }
 
     fn input(&self) -> Input<'_> {
-        let input = Input::from_series(&self.series);
-        match &self.related {
-            Some(r) => input.with_related(r),
-            None => input,
+        let mut input = Input::from_series(&self.series);
+        if let Some(r) = &self.related {
+            input = input.with_related(r);
         }
+        if let Some(w) = &self.weights {
+            input = input.with_weights(w);
+        }
+        input
     }
 }
 
 /// The related series' values at each of the target's timestamps.
-fn align(target: &Series, path: &Path) -> Result<Vec<f64>, OfflineError> {
+fn align(target: &Series, path: &Path, policy: GridPolicy) -> Result<Vec<f64>, OfflineError> {
     let r = Series::read_csv(
         path,
         GridPolicy {
             step: Some(target.step),
-            ..GridPolicy::default()
+            ..policy
         },
     )?;
     let first = (target.start - r.start) / r.step;
@@ -99,7 +115,7 @@ pub fn train(args: &TrainArgs) -> Result<String, OfflineError> {
             "--horizon and --folds must be at least 1".into(),
         ));
     }
-    let data = Loaded::read(&args.csv, args.related.as_deref())?;
+    let data = Loaded::read(&args.csv, args.related.as_deref(), args.max_gap)?;
     let cfg = ForecasterConfig {
         horizon: args.horizon,
         season: args.season,
@@ -145,6 +161,7 @@ fn summary(s: &Series, m: &Forecaster, seconds: f64, out: &Path) -> String {
         s.len(),
         format_ahead(s.step)
     );
+    let _ = writeln!(text, "input:    {}", s.cleaning);
     let _ = writeln!(text, "model:    {}", sel.label());
     let _ = writeln!(text, "why:      {}", sel.reason);
     let scores: Vec<String> = sel
@@ -174,6 +191,7 @@ pub fn forecast(
     csv: &Path,
     related: Option<&Path>,
     horizon: Option<&str>,
+    max_gap: usize,
 ) -> Result<ForecastAnswer, OfflineError> {
     if !model_dir.join("forecaster.json").exists() {
         return Err(OfflineError::Input {
@@ -182,7 +200,10 @@ pub fn forecast(
         });
     }
     let model = Forecaster::load(model_dir)?;
-    let data = Loaded::read(csv, related)?;
+    let data = Loaded::read(csv, related, max_gap)?;
+    if !data.series.cleaning.is_clean() {
+        eprintln!("{}: {}", csv.display(), data.series.cleaning);
+    }
     if data.series.step != model.step {
         return Err(OfflineError::Input {
             path: csv.display().to_string(),
