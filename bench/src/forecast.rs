@@ -372,13 +372,26 @@ fn evaluate(
             .clone()
             .or_else(|| per.iter().find_map(|p| p.1[j].clone()))
             .expect("some fold");
-        let fold = Fold {
-            forecast: combine(&members, sel.interval_scale),
-            ..base
-        };
+        // As `Forecaster::forecast` serves it: the regime guard last.
+        let head = input.head(case.origins[j]);
+        let (forecast, shift) = shadow_forecast::regime::guard(
+            &head,
+            case.season,
+            &cfg.regime,
+            combine(&members, sel.interval_scale),
+        );
+        let fold = Fold { forecast, ..base };
         chosen.insert(
             format!("fold {}", j - WARMUP + 1),
-            format!("{} — {}", sel.label(), sel.reason),
+            match shift {
+                Some(s) => format!(
+                    "{} -> following a shift ({}) — {}",
+                    sel.label(),
+                    s.describe(&head),
+                    sel.reason
+                ),
+                None => format!("{} — {}", sel.label(), sel.reason),
+            },
         );
         if j + 1 == case.origins.len() {
             let o = case.origins[j];

@@ -1,5 +1,10 @@
 //! Classical baselines behind the same [`Model`] interface: seasonal naive,
-//! ETS (augurs' AutoETS) and MSTL (augurs' MSTL with an AutoETS trend).
+//! ETS (augurs' AutoETS), a damped-trend ETS, MSTL (augurs' MSTL with an
+//! AutoETS trend) and a robust last level.
+//!
+//! The last three follow the level rather than the season: after a regime
+//! change (a level shift, a pinned CPU) they are what is right, and the
+//! selection can see that on a fold.
 //!
 //! ETS here is non-seasonal, as statsforecast's and R's AutoETS are for a
 //! season longer than 24 steps (a day of 5-minute points is 288): the
@@ -118,6 +123,123 @@ impl Model for Ets {
             .predict(horizon, LEVEL)
             .map_err(|e| model_err("ets", e))?;
         from_augurs(input, out)
+    }
+}
+
+/// Holt's linear trend with damping (AutoETS `ZAN`, damped), so a trend
+/// flattens out instead of running away over a long horizon.
+#[derive(Debug, Clone, Default)]
+pub struct Damped {
+    pub max_history: Option<usize>,
+}
+
+impl Model for Damped {
+    fn name(&self) -> &'static str {
+        "damped"
+    }
+
+    fn min_history(&self) -> usize {
+        10
+    }
+
+    fn fit(&mut self, input: &Input<'_>) -> Result<(), ForecastError> {
+        self.forecast(input, 1).map(drop)
+    }
+
+    fn forecast(&self, input: &Input<'_>, horizon: usize) -> Result<Forecast, ForecastError> {
+        input.validate(self.min_history())?;
+        let cleaned = clean(input, 1);
+        let y = tail(&cleaned, self.max_history);
+        let fitted = AutoETS::new(1, "ZAN")
+            .and_then(|m| m.damped(true))
+            .map_err(|e| model_err("damped", e))?
+            .fit(y)
+            .map_err(|e| model_err("damped", e))?;
+        let out = fitted
+            .predict(horizon, LEVEL)
+            .map_err(|e| model_err("damped", e))?;
+        from_augurs(input, out)
+    }
+}
+
+/// The robust last level: the median of the newest `window` points,
+/// carried forward. Its interval is empirical: the P10 and P90 of how far
+/// the series moved `h` steps after such a median, over the recent
+/// history, for each `h`. It ignores the season, which is its point: it is
+/// right exactly when the season is not (after a shift, at saturation).
+#[derive(Debug, Clone)]
+pub struct LastLevel {
+    pub window: usize,
+    /// The history the interval is learnt from (points).
+    pub history: usize,
+}
+
+impl LastLevel {
+    pub fn new(season: usize) -> Self {
+        Self {
+            window: (season / 48).clamp(3, 12),
+            history: (4 * season).max(200),
+        }
+    }
+}
+
+impl Model for LastLevel {
+    fn name(&self) -> &'static str {
+        "last_level"
+    }
+
+    fn min_history(&self) -> usize {
+        self.window + 2
+    }
+
+    fn fit(&mut self, input: &Input<'_>) -> Result<(), ForecastError> {
+        input.validate(self.min_history())
+    }
+
+    fn forecast(&self, input: &Input<'_>, horizon: usize) -> Result<Forecast, ForecastError> {
+        input.validate(self.min_history())?;
+        let y = tail(input.values, Some(self.history));
+        let weights = input.weights.map(|w| tail(w, Some(self.history)));
+        let kept = |t: usize| weights.is_none_or(|w| w[t] >= 0.5);
+        let w = self.window.min(y.len());
+        let median_at = |t: usize| {
+            let win: Vec<f64> = (t + 1 - w..=t).filter(|&i| kept(i)).map(|i| y[i]).collect();
+            if win.is_empty() {
+                y[t]
+            } else {
+                quantile(&win, 0.5)
+            }
+        };
+        let n = y.len();
+        let level = median_at(n - 1);
+        let medians: Vec<f64> = (0..n)
+            .map(|t| if t + 1 >= w { median_at(t) } else { f64::NAN })
+            .collect();
+        let mut f = Forecast {
+            start: input.time(input.len()),
+            step: input.step,
+            p10: Vec::with_capacity(horizon),
+            p50: Vec::with_capacity(horizon),
+            p90: Vec::with_capacity(horizon),
+        };
+        let (mut lo, mut hi) = (0.0, 0.0);
+        for h in 1..=horizon {
+            let moves: Vec<f64> = (w - 1..n.saturating_sub(h))
+                .filter(|&t| kept(t + h))
+                .map(|t| y[t + h] - medians[t])
+                .collect();
+            // Past the history's reach, the widest seen so far, grown as a random walk.
+            if moves.len() >= 10 {
+                (lo, hi) = (quantile(&moves, 0.1), quantile(&moves, 0.9));
+            } else {
+                let k = (h as f64 / (h - 1).max(1) as f64).sqrt();
+                (lo, hi) = (lo * k, hi * k);
+            }
+            f.p50.push(level);
+            f.p10.push(level + lo.min(0.0));
+            f.p90.push(level + hi.max(0.0));
+        }
+        Ok(f.sorted())
     }
 }
 
@@ -245,6 +367,31 @@ mod tests {
         assert_eq!(f.p50, vec![y[36], y[37], y[38], y[39], y[36], y[37]]);
         assert!(f.p10.iter().zip(&f.p90).all(|(a, b)| a <= b));
         assert_eq!(f.start, 40 * 60);
+    }
+
+    #[test]
+    fn last_level_and_damped_follow_a_new_level() {
+        let mut y: Vec<f64> = (0..400)
+            .map(|i| 20.0 + ((i * 7919) % 11) as f64 * 0.3)
+            .collect();
+        for v in &mut y[380..] {
+            *v = 95.0 + ((*v * 10.0) as usize % 3) as f64 * 0.1;
+        }
+        for m in [
+            &mut LastLevel::new(288) as &mut dyn Model,
+            &mut Damped::default(),
+        ] {
+            m.fit(&input(&y)).unwrap();
+            let f = m.forecast(&input(&y), 48).unwrap();
+            assert_eq!(f.len(), 48, "{}", m.name());
+            assert!(
+                f.p50.iter().all(|v| (85.0..105.0).contains(v)),
+                "{}: {:?}",
+                m.name(),
+                &f.p50[..4]
+            );
+            assert!(f.p10.iter().zip(&f.p90).all(|(a, b)| a <= b));
+        }
     }
 
     #[test]

@@ -15,11 +15,12 @@ use std::{fmt::Write as _, path::Path};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    baseline::{Ets, Mstl, SeasonalNaive},
+    baseline::{Damped, Ets, LastLevel, Mstl, SeasonalNaive},
     error::ForecastError,
     lstm::{LstmConfig, LstmModel},
     metrics,
     model::{Forecast, Input, Model, quantile},
+    regime::{self, Shift},
 };
 
 /// A model family the selection can pick.
@@ -28,18 +29,29 @@ use crate::{
 pub enum Candidate {
     SeasonalNaive,
     Ets,
+    Damped,
     Mstl,
+    LastLevel,
     Lstm,
 }
 
 impl Candidate {
-    pub const ALL: [Candidate; 4] = [Self::SeasonalNaive, Self::Ets, Self::Mstl, Self::Lstm];
+    pub const ALL: [Candidate; 6] = [
+        Self::SeasonalNaive,
+        Self::Ets,
+        Self::Damped,
+        Self::Mstl,
+        Self::LastLevel,
+        Self::Lstm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::SeasonalNaive => "seasonal_naive",
             Self::Ets => "ets",
+            Self::Damped => "damped",
             Self::Mstl => "mstl",
+            Self::LastLevel => "last_level",
             Self::Lstm => "lstm",
         }
     }
@@ -54,6 +66,10 @@ impl Candidate {
             Self::Ets => Fitted::Ets(Ets {
                 max_history: cfg.classical_history,
             }),
+            Self::Damped => Fitted::Damped(Damped {
+                max_history: cfg.classical_history,
+            }),
+            Self::LastLevel => Fitted::LastLevel(LastLevel::new(season)),
             Self::Mstl => Fitted::Mstl(Mstl {
                 max_history: cfg.classical_history,
                 ..Mstl::new(season)
@@ -72,6 +88,8 @@ impl Candidate {
 pub enum Fitted {
     SeasonalNaive(SeasonalNaive),
     Ets(Ets),
+    Damped(Damped),
+    LastLevel(LastLevel),
     Mstl(Mstl),
     Lstm(Box<LstmModel>),
 }
@@ -81,6 +99,8 @@ impl Fitted {
         match self {
             Self::SeasonalNaive(m) => m,
             Self::Ets(m) => m,
+            Self::Damped(m) => m,
+            Self::LastLevel(m) => m,
             Self::Mstl(m) => m,
             Self::Lstm(m) => m.as_ref(),
         }
@@ -90,6 +110,8 @@ impl Fitted {
         match self {
             Self::SeasonalNaive(m) => m,
             Self::Ets(m) => m,
+            Self::Damped(m) => m,
+            Self::LastLevel(m) => m,
             Self::Mstl(m) => m,
             Self::Lstm(m) => m.as_mut(),
         }
@@ -112,6 +134,10 @@ pub struct ForecasterConfig {
     /// Points the classical models refit on at most.
     pub classical_history: Option<usize>,
     pub lstm: LstmConfig,
+    /// Level-shift and saturation detection at forecast time.
+    pub regime: regime::Settings,
+    /// Follow a detected shift instead of the models (see [`regime`]).
+    pub follow_shifts: bool,
 }
 
 impl Default for ForecasterConfig {
@@ -125,6 +151,8 @@ impl Default for ForecasterConfig {
             coverage: 0.8,
             classical_history: Some(4032),
             lstm: LstmConfig::default(),
+            regime: regime::Settings::default(),
+            follow_shifts: true,
         }
     }
 }
@@ -218,18 +246,35 @@ pub fn combine(forecasts: &[&Forecast], scale: f64) -> Forecast {
     .scaled(scale)
 }
 
+/// Fold `k` of `n` (oldest first) counts `k + 1` times: the newest fold
+/// is the most like tomorrow, above all after a change of regime.
+fn fold_weight(k: usize, n: usize) -> f64 {
+    (k + 1) as f64 / (n * (n + 1) / 2) as f64
+}
+
+/// The recency-weighted mean MASE of some folds.
+pub fn weighted_mase(folds: &[Fold]) -> f64 {
+    folds
+        .iter()
+        .enumerate()
+        .map(|(k, f)| fold_weight(k, folds.len()) * f.mase())
+        .sum()
+}
+
+/// A model whose error on some fold is this many times the best model's
+/// there (and above 1, worse than seasonal naive) has exploded on it and
+/// may not join an ensemble, however good its other folds.
+const EXPLODED: f64 = 2.0;
+
 /// Picks from backtests: `results[i]` are candidate `i`'s folds, all at the
-/// same origins. Candidates with an error on any fold are left out.
+/// same origins. Candidates with an error on any fold are left out. Scores
+/// are recency-weighted mean MASE ([`weighted_mase`]); a candidate that
+/// exploded on a fold ([`EXPLODED`]) is never an ensemble member.
 pub fn select(results: &[(Candidate, Vec<Fold>)], cfg: &ForecasterConfig) -> Option<Selection> {
     let mut ranked: Vec<(Candidate, f64)> = results
         .iter()
         .filter(|(_, folds)| !folds.is_empty())
-        .map(|(c, folds)| {
-            (
-                *c,
-                folds.iter().map(Fold::mase).sum::<f64>() / folds.len() as f64,
-            )
-        })
+        .map(|(c, folds)| (*c, weighted_mase(folds)))
         .filter(|(_, s)| s.is_finite())
         .collect();
     ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -242,6 +287,24 @@ pub fn select(results: &[(Candidate, Vec<Fold>)], cfg: &ForecasterConfig) -> Opt
             .1
     };
     let nfolds = folds_of(best).len();
+    let best_on: Vec<f64> = (0..nfolds)
+        .map(|k| {
+            ranked
+                .iter()
+                .map(|(c, _)| folds_of(*c)[k].mase())
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    let exploded: Vec<Candidate> = ranked
+        .iter()
+        .map(|r| r.0)
+        .filter(|&c| {
+            folds_of(c)
+                .iter()
+                .zip(&best_on)
+                .any(|(f, &b)| f.mase() > 1.0 && f.mase() > EXPLODED * b)
+        })
+        .collect();
     let combined = |members: &[Candidate]| -> Vec<Fold> {
         (0..nfolds)
             .map(|k| {
@@ -256,10 +319,14 @@ pub fn select(results: &[(Candidate, Vec<Fold>)], cfg: &ForecasterConfig) -> Opt
     };
     let mut choice = (vec![best], best_score);
     if cfg.ensemble {
-        for k in 2..=ranked.len().min(3) {
-            let members: Vec<Candidate> = ranked[..k].iter().map(|r| r.0).collect();
-            let folds = combined(&members);
-            let s = folds.iter().map(Fold::mase).sum::<f64>() / folds.len() as f64;
+        let steady: Vec<Candidate> = ranked
+            .iter()
+            .map(|r| r.0)
+            .filter(|c| !exploded.contains(c))
+            .collect();
+        for k in 2..=steady.len().min(3) {
+            let members = steady[..k].to_vec();
+            let s = weighted_mase(&combined(&members));
             if s < choice.1 {
                 choice = (members, s);
             }
@@ -270,7 +337,7 @@ pub fn select(results: &[(Candidate, Vec<Fold>)], cfg: &ForecasterConfig) -> Opt
     let mut reason = String::new();
     let _ = write!(
         reason,
-        "lowest mean MASE over {nfolds} rolling-origin folds of {} steps: {:.3}",
+        "lowest recency-weighted MASE over {nfolds} rolling-origin folds of {} steps: {:.3}",
         cfg.horizon, choice.1
     );
     if choice.0.len() > 1 {
@@ -284,10 +351,18 @@ pub fn select(results: &[(Candidate, Vec<Fold>)], cfg: &ForecasterConfig) -> Opt
         .iter()
         .map(|(c, s)| format!("{} {s:.3}", c.name()))
         .collect();
+    let _ = write!(reason, "; singles: {}", others.join(", "));
+    if !exploded.is_empty() {
+        let names: Vec<&str> = exploded.iter().map(|c| c.name()).collect();
+        let _ = write!(
+            reason,
+            "; kept out of ensembles (over {EXPLODED}x the best on a fold): {}",
+            names.join(", ")
+        );
+    }
     let _ = write!(
         reason,
-        "; singles: {}; interval x{scale:.2} for {:.0}% backtest coverage",
-        others.join(", "),
+        "; interval x{scale:.2} for {:.0}% backtest coverage",
         cfg.coverage * 100.0
     );
     Some(Selection {
@@ -435,6 +510,30 @@ impl Forecaster {
     /// Forecasts `horizon` steps past the end of `input` (any history on
     /// the trained grid; it need not be the training history).
     pub fn forecast(&self, input: &Input<'_>, horizon: usize) -> Result<Forecast, ForecastError> {
+        self.forecast_explained(input, horizon).map(|f| f.0)
+    }
+
+    /// [`Forecaster::forecast`], and the level shift it followed instead
+    /// of the models, if there was a fresh one in `input` (see [`regime`]).
+    pub fn forecast_explained(
+        &self,
+        input: &Input<'_>,
+        horizon: usize,
+    ) -> Result<(Forecast, Option<Shift>), ForecastError> {
+        let models = self.models_forecast(input, horizon)?;
+        Ok(if self.config.follow_shifts {
+            regime::guard(input, self.season, &self.config.regime, models)
+        } else {
+            (models, None)
+        })
+    }
+
+    /// The chosen members' combined forecast, without the regime guard.
+    pub fn models_forecast(
+        &self,
+        input: &Input<'_>,
+        horizon: usize,
+    ) -> Result<Forecast, ForecastError> {
         if horizon > self.config.horizon {
             return Err(ForecastError::Horizon {
                 requested: horizon,
@@ -473,6 +572,13 @@ impl Forecaster {
                 },
                 Fitted::Ets(e) => SavedMember::Ets {
                     max_history: e.max_history,
+                },
+                Fitted::Damped(e) => SavedMember::Damped {
+                    max_history: e.max_history,
+                },
+                Fitted::LastLevel(e) => SavedMember::LastLevel {
+                    window: e.window,
+                    history: e.history,
                 },
                 Fitted::Mstl(e) => SavedMember::Mstl {
                     season: e.season,
@@ -520,6 +626,10 @@ impl Forecaster {
                         Fitted::SeasonalNaive(SeasonalNaive { season, spread })
                     }
                     SavedMember::Ets { max_history } => Fitted::Ets(Ets { max_history }),
+                    SavedMember::Damped { max_history } => Fitted::Damped(Damped { max_history }),
+                    SavedMember::LastLevel { window, history } => {
+                        Fitted::LastLevel(LastLevel { window, history })
+                    }
                     SavedMember::Mstl {
                         season,
                         max_history,
@@ -566,6 +676,13 @@ enum SavedMember {
     },
     Ets {
         max_history: Option<usize>,
+    },
+    Damped {
+        max_history: Option<usize>,
+    },
+    LastLevel {
+        window: usize,
+        history: usize,
     },
     Mstl {
         season: usize,

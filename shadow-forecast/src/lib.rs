@@ -19,6 +19,7 @@ pub mod lstm;
 pub mod metrics;
 pub mod model;
 pub mod prediction;
+pub mod regime;
 pub mod series;
 pub mod serve;
 pub mod window;

@@ -220,11 +220,23 @@ pub fn forecast(
             .map_err(|e| OfflineError::Usage(format!("--horizon: {e}")))?,
         None => model.config.horizon,
     };
-    let f = model.forecast(&data.input(), h)?;
+    let input = data.input();
+    let (f, shift) = model.forecast_explained(&input, h)?;
+    let (label, reason) = match shift {
+        Some(shift) => (
+            format!("{} -> following a shift", model.selection.label()),
+            format!(
+                "{}; trained: {}",
+                shift.describe(&input),
+                model.selection.reason
+            ),
+        ),
+        None => (model.selection.label(), model.selection.reason.clone()),
+    };
     Ok(ForecastAnswer {
         metric: data.series.name.clone(),
-        model: model.selection.label(),
-        reason: model.selection.reason.clone(),
+        model: label,
+        reason,
         points: shadow_forecast::prediction::from_forecast("offline", &data.series.name, &f),
     })
 }

@@ -282,8 +282,15 @@ impl Service {
         };
         p.points = snapshot.series.len();
         let Some(model) = model else { return p };
-        match model.forecast(&snapshot.input(), self.settings.horizon) {
-            Ok(f) => p.forecast = Some(f),
+        let input = snapshot.input();
+        match model.forecast_explained(&input, self.settings.horizon) {
+            Ok((f, shift)) => {
+                if let (Some(shift), Some((label, reason))) = (shift, p.model.as_mut()) {
+                    *label = format!("{label} -> following a shift");
+                    *reason = format!("{}; trained: {reason}", shift.describe(&input));
+                }
+                p.forecast = Some(f);
+            }
             Err(e) => p.error = Some(e.to_string()),
         }
         p
