@@ -10,6 +10,7 @@ mod forecast;
 mod mirror;
 mod overhead;
 mod plot;
+mod regime;
 
 use std::path::PathBuf;
 
@@ -91,6 +92,17 @@ enum Command {
         #[arg(long, default_value_t = 600.0)]
         py_fit_timeout: f64,
     },
+    /// Forecasts across level shifts and saturation spliced into real series,
+    /// and how often the regime guard fires on the unmodified ones.
+    Regime {
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "bench/reports/regime.md")]
+        report: PathBuf,
+        /// Days of hourly origins checked for false shifts per series.
+        #[arg(long, default_value_t = 7)]
+        days: usize,
+    },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
     MirrorOverhead {
@@ -143,6 +155,7 @@ fn main() -> Result<()> {
             timing_only,
             py_fit_timeout,
         }),
+        Command::Regime { data, report, days } => regime::run(&data, &report, days),
         Command::MirrorOverhead {
             agent,
             seconds,

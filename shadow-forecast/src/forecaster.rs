@@ -489,13 +489,38 @@ pub fn train(
             }
         ),
     })?;
+    let mut selection = selection;
     let mut members = Vec::new();
+    let mut refused = Vec::new();
     for &c in &selection.members {
         progress(Progress::Final { model: c.name() });
         let mut m = c.build(cfg, season);
-        m.model_mut().fit(input)?;
-        members.push(m);
+        // A member that backtested but cannot fit the whole history is
+        // left out (and said), rather than failing the whole training.
+        match m
+            .model_mut()
+            .fit(input)
+            .and_then(|()| m.model().forecast(input, cfg.horizon.max(1)).map(drop))
+        {
+            Ok(()) => members.push((c, m)),
+            Err(e) => refused.push(format!("{}: {e}", c.name())),
+        }
     }
+    if members.is_empty() {
+        return Err(ForecastError::Model {
+            model: selection.label(),
+            reason: format!("no member fits the whole history ({})", refused.join("; ")),
+        });
+    }
+    if !refused.is_empty() {
+        selection.members = members.iter().map(|m| m.0).collect();
+        let _ = write!(
+            selection.reason,
+            "; left out after failing on the whole history: {}",
+            refused.join("; ")
+        );
+    }
+    let members: Vec<Fitted> = members.into_iter().map(|m| m.1).collect();
     Ok(Forecaster {
         config: cfg.clone(),
         selection,

@@ -9,12 +9,13 @@
 //! same phase one season earlier (or, without a season, with the level
 //! before them): a shift is a run of at least [`Settings::window`] points
 //! almost all beyond `k` robust standard deviations of the usual
-//! seasonal difference, on the same side. [`guard`] then replaces the
-//! models' forecast by one that follows the new level: flat at the pinned
-//! value for a saturated series; otherwise the last season, shifted by the
-//! new offset where it still shows the old level. Once the shift is a
-//! season old, the seasonal difference no longer sees it: by then the
-//! last season is the new regime and the models are retrained on it.
+//! seasonal difference, on the same side. [`guard`] then follows the new
+//! level: flat at the pinned value for a saturated series; otherwise the
+//! models' forecast, moved by the gap between it and the new level, so it
+//! keeps its shape. Models that already follow the level are left alone.
+//! Once the shift is a season old, the seasonal difference no longer sees
+//! it: by then the last season is the new regime and the models have been
+//! retrained on it.
 
 use serde::{Deserialize, Serialize};
 
@@ -60,8 +61,9 @@ pub struct Shift {
     pub offset: f64,
     /// The median level since the shift.
     pub level: f64,
-    /// The series is pinned: its spread since the shift is a small part of
-    /// its usual spread (a saturated CPU, a full disk).
+    /// The series is pinned: its spread since the shift is at most a third
+    /// of its spread over the same hours a season earlier (a saturated
+    /// CPU, a full disk).
     pub saturated: bool,
 }
 
@@ -153,13 +155,19 @@ pub fn detect(y: &[f64], season: usize, settings: &Settings) -> Option<Shift> {
     let after = &y[at..];
     let offset = quantile(&d[at..], 0.5) - med;
     let spread = |v: &[f64]| quantile(v, 0.9) - quantile(v, 0.1);
-    let before = &y[at.saturating_sub(lookback)..at];
+    // Pinned means flat compared with the same hours a season earlier
+    // (not with a whole season, whose daily swing any few hours lack).
+    let before = if lag > 0 {
+        &y[at - lag..n - lag]
+    } else {
+        &y[at.saturating_sub(lookback)..at]
+    };
     let usual = spread(before).max(sigma);
     Some(Shift {
         at,
         offset,
         level: quantile(after, 0.5),
-        saturated: spread(after) <= 0.2 * usual,
+        saturated: spread(after) <= 0.35 * usual,
     })
 }
 
@@ -222,17 +230,48 @@ pub fn follow(input: &Input<'_>, season: usize, shift: &Shift, models: &Forecast
     f.sorted()
 }
 
-/// The models' forecast, or the one that follows a fresh shift in `input`.
+/// The models' forecast, or one that follows a fresh shift in `input`.
+///
+/// A pinned series gets [`follow`]'s flat forecast. Otherwise the models'
+/// forecast keeps its shape (it is smoother than a copy of the last
+/// season) and is moved to the new level: by the median gap, over the
+/// next few hours, between it and [`follow`]. Models that already follow
+/// the level (chosen because the newest fold saw the shift) have no gap
+/// and are left as they are.
 pub fn guard(
     input: &Input<'_>,
     season: usize,
     settings: &Settings,
     models: Forecast,
 ) -> (Forecast, Option<Shift>) {
-    match detect(input.values, season, settings) {
-        Some(shift) => (follow(input, season, &shift, &models), Some(shift)),
-        None => (models, None),
+    let Some(shift) = detect(input.values, season, settings) else {
+        return (models, None);
+    };
+    let followed = follow(input, season, &shift, &models);
+    if shift.saturated {
+        return (followed, Some(shift));
     }
+    let k = models
+        .len()
+        .min((season / 12).max(settings.window_for(season)));
+    if k == 0 {
+        return (models, None);
+    }
+    let gaps: Vec<f64> = (0..k).map(|h| followed.p50[h] - models.p50[h]).collect();
+    let gap = quantile(&gaps, 0.5);
+    if gap.abs() <= 0.1 * shift.offset.abs() {
+        return (models, None);
+    }
+    let mut moved = models;
+    for v in moved
+        .p10
+        .iter_mut()
+        .chain(moved.p50.iter_mut())
+        .chain(moved.p90.iter_mut())
+    {
+        *v += gap;
+    }
+    (moved, Some(shift))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! the series the forecaster learns from ([`series::Series`]).
 
 pub mod history;
+pub mod sensors;
 pub mod series;
 
 use std::{collections::HashMap, path::Path, time::Instant};
@@ -153,6 +154,8 @@ pub struct HostSampler {
     cgroup_cpu_ns: HashMap<String, u64>,
     proc_ticks: HashMap<u32, u64>,
     disks: Vec<String>,
+    /// "No hardware sensors" has been said (once per agent).
+    no_sensors_said: bool,
 }
 
 impl HostSampler {
@@ -217,7 +220,29 @@ impl HostSampler {
         }
         self.net = net;
         self.disk = disk;
+        self.sample_sensors(&mut out);
         out
+    }
+
+    fn sample_sensors(&mut self, out: &mut Vec<(Series, f64)>) {
+        let readings = sensors::read_all(Path::new("/sys"));
+        if readings.is_empty() && !self.no_sensors_said {
+            self.no_sensors_said = true;
+            tracing::info!(
+                "No hardware sensors: /sys/class/hwmon and /sys/class/thermal have no readings, \
+                 so hardware health has no temperatures, voltages or fans on this host"
+            );
+        }
+        out.extend(readings.into_iter().map(|r| {
+            (
+                Series::Sensor {
+                    chip: r.chip,
+                    sensor: r.sensor,
+                    kind: r.kind,
+                },
+                r.value,
+            )
+        }));
     }
 
     fn sample_cgroups(&mut self, dt: f64, out: &mut Vec<(Series, f64)>) {

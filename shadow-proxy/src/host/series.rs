@@ -1,9 +1,10 @@
-//! What a host sample measures, typed: the host as a whole, a cgroup, or
-//! one process. [`Series::key`] is the series' name in the history, the
+//! What a host sample measures, typed: the host as a whole, a cgroup, one
+//! process, or a hardware sensor. [`Series::key`] is the series' name in the history, the
 //! forecast API and the views (`process.nginx[42].rss_bytes`);
 //! [`Series::gauge`] is its Prometheus name and label. Neither is ever
 //! parsed back.
 
+use super::sensors::SensorKind;
 use crate::metrics::names;
 
 /// A host-wide quantity.
@@ -44,6 +45,12 @@ pub enum Series {
         comm: String,
         pid: u32,
         field: ProcessField,
+    },
+    /// A hwmon or thermal-zone reading (host/sensors.rs).
+    Sensor {
+        chip: String,
+        sensor: String,
+        kind: SensorKind,
     },
 }
 
@@ -103,6 +110,9 @@ impl Series {
                 };
                 format!("process.{comm}[{pid}].{f}")
             }
+            Self::Sensor { chip, sensor, kind } => {
+                format!("sensor.{chip}.{}.{}", key_part(sensor), kind.unit())
+            }
         }
     }
 
@@ -124,8 +134,32 @@ impl Series {
                 };
                 (g, Some(("process", format!("{comm}[{pid}]"))))
             }
+            Self::Sensor { chip, sensor, kind } => {
+                let g = match kind {
+                    SensorKind::Temperature => names::SENSOR_TEMPERATURE,
+                    SensorKind::Voltage => names::SENSOR_VOLTAGE,
+                    SensorKind::Fan => names::SENSOR_FAN,
+                    SensorKind::Power => names::SENSOR_POWER,
+                    SensorKind::Current => names::SENSOR_CURRENT,
+                };
+                (g, Some(("sensor", format!("{chip}/{sensor}"))))
+            }
         }
     }
+}
+
+/// A label as part of a key: `Physical id 0` -> `physical_id_0`.
+fn key_part(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -156,6 +190,19 @@ mod tests {
             field: ProcessField::RssBytes,
         };
         assert_eq!(p.key(), "process.nginx[42].rss_bytes");
+        let t = Series::Sensor {
+            chip: "coretemp-2".into(),
+            sensor: "Physical id 0".into(),
+            kind: SensorKind::Temperature,
+        };
+        assert_eq!(t.key(), "sensor.coretemp-2.physical_id_0.celsius");
+        assert_eq!(
+            t.gauge(),
+            (
+                "shadow_sensor_temperature_celsius",
+                Some(("sensor", "coretemp-2/Physical id 0".into()))
+            )
+        );
         assert_eq!(
             p.gauge(),
             (

@@ -34,6 +34,12 @@ pub const CGROUP_CPU_CORES: &str = "shadow_cgroup_cpu_cores";
 pub const CGROUP_MEMORY: &str = "shadow_cgroup_memory_bytes";
 pub const PROCESS_CPU_CORES: &str = "shadow_process_cpu_cores";
 pub const PROCESS_RSS: &str = "shadow_process_rss_bytes";
+/// Hardware sensors (host/sensors.rs), labelled `sensor="chip/label"`.
+pub const SENSOR_TEMPERATURE: &str = "shadow_sensor_temperature_celsius";
+pub const SENSOR_VOLTAGE: &str = "shadow_sensor_voltage_volts";
+pub const SENSOR_FAN: &str = "shadow_sensor_fan_rpm";
+pub const SENSOR_POWER: &str = "shadow_sensor_power_watts";
+pub const SENSOR_CURRENT: &str = "shadow_sensor_current_amperes";
 pub const HISTORY_REFUSED: &str = "shadow_history_refused_total";
 /// History series dropped because they stopped reporting (history.rs).
 pub const HISTORY_EVICTED: &str = "shadow_history_evicted_total";
