@@ -57,7 +57,8 @@ impl Settings {
 pub struct Shift {
     /// Index of the first point of the new regime.
     pub at: usize,
-    /// The median change against the same phase before (or the old level).
+    /// The step at the shift: the median seasonal difference since it,
+    /// less the median just before it (without a season: the level change).
     pub offset: f64,
     /// The median level since the shift.
     pub level: f64,
@@ -153,7 +154,15 @@ pub fn detect(y: &[f64], season: usize, settings: &Settings) -> Option<Shift> {
     }
     let at = at?;
     let after = &y[at..];
-    let offset = quantile(&d[at..], 0.5) - med;
+    // The step at the shift: against the points just before it, so a
+    // day-over-day drift before the shift is not counted as part of it.
+    let pre = &d[at.saturating_sub((lookback / 4).max(w))..at];
+    let before_shift = if pre.len() >= w {
+        quantile(pre, 0.5)
+    } else {
+        med
+    };
+    let offset = quantile(&d[at..], 0.5) - before_shift;
     let spread = |v: &[f64]| quantile(v, 0.9) - quantile(v, 0.1);
     // Pinned means flat compared with the same hours a season earlier
     // (not with a whole season, whose daily swing any few hours lack).
@@ -203,7 +212,9 @@ pub fn follow(input: &Input<'_>, season: usize, shift: &Shift, models: &Forecast
     } else {
         after.iter().map(|v| v - shift.level).collect()
     };
-    let (lo, hi) = (quantile(&resid, 0.1), quantile(&resid, 0.9));
+    // Centred: a day-over-day drift is in the level, not the spread.
+    let mid = quantile(&resid, 0.5);
+    let (lo, hi) = (quantile(&resid, 0.1) - mid, quantile(&resid, 0.9) - mid);
     let steps: Vec<f64> = after.windows(2).map(|p| (p[1] - p[0]).abs()).collect();
     let drift = if steps.is_empty() {
         0.0

@@ -181,8 +181,8 @@ pub(crate) struct TrainFlags {
     /// Steps forecast (and backtested per fold).
     #[arg(long, default_value_t = 60)]
     pub(crate) horizon: usize,
-    /// Candidate models, comma-separated (seasonal_naive, ets, mstl, lstm).
-    #[arg(long, default_value = "seasonal_naive,ets,mstl,lstm")]
+    /// Candidate models, comma-separated (seasonal_naive, ets, damped, mstl, last_level, lstm).
+    #[arg(long, default_value = "seasonal_naive,ets,damped,mstl,last_level,lstm")]
     pub(crate) models: String,
     /// Rolling-origin folds for the selection.
     #[arg(long, default_value_t = 2)]

@@ -85,7 +85,7 @@ struct ForecastFlags {
     /// Steps forecast ahead.
     #[arg(long, default_value_t = 60)]
     forecast_horizon: usize,
-    /// Candidate models, comma-separated (seasonal_naive, ets, mstl, lstm).
+    /// Candidate models, comma-separated (seasonal_naive, ets, damped, mstl, last_level, lstm).
     #[arg(long, value_parser = forecast::parse_models)]
     forecast_models: Option<Models>,
 }
