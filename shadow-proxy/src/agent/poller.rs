@@ -12,7 +12,7 @@ use std::{
 use crate::{
     api::state::Shared,
     host::{HostSampler, series::Series},
-    kernel::{KernelSnapshot, KernelTelemetry, view::View},
+    kernel::{KernelSnapshot, KernelTelemetry, hist::Hist, view::View},
     metrics::names,
     replay::control::Control,
     util::{self, unix_ms},
@@ -97,7 +97,20 @@ fn derived_series(
     let bytes = |s: &KernelSnapshot| s.block.iter().map(|b| b.size_bytes.sum).sum::<u64>();
     let connects = |s: &KernelSnapshot| s.endpoints.iter().map(|e| e.connections).sum::<u64>();
     let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
-    vec![
+    // Block latency this interval, every device and op together: its p99,
+    // and the outliers (I/Os of at least 2^26 ns, 67 ms) per second, the
+    // kernel's early sign of a failing disk.
+    let mut latency = Hist::default();
+    for b in &kernel.block {
+        let earlier = before.block(&b.device, &b.op).map(|e| &e.latency_ns);
+        latency.merge(&earlier.map_or_else(|| b.latency_ns.clone(), |e| b.latency_ns.delta(e)));
+    }
+    let slow: u64 = latency.buckets.iter().skip(SLOW_IO_BUCKET).sum();
+    let mut out = vec![("block.slow_ios_per_second".to_owned(), slow as f64 / dt)];
+    if let Some(p99) = latency.quantile(0.99) {
+        out.push(("block.latency_p99_ms".into(), p99 as f64 / 1e6));
+    }
+    out.extend([
         (
             "block.iops".into(),
             rate(requests(kernel), requests(before)),
@@ -110,8 +123,12 @@ fn derived_series(
             "tcp.connections_per_second".into(),
             rate(connects(kernel), connects(before)),
         ),
-    ]
+    ]);
+    out
 }
+
+/// The first log2 bucket counted as a slow block I/O (2^26 ns, 67 ms).
+const SLOW_IO_BUCKET: usize = 26;
 
 fn publish_metrics(kernel: &KernelSnapshot, host: &[(Series, f64)]) {
     for (reason, n) in kernel.drops.by_reason() {
@@ -130,5 +147,46 @@ fn publish_metrics(kernel: &KernelSnapshot, host: &[(Series, f64)]) {
             Some((k, v)) => metrics::gauge!(name, k => v).set(*value),
             None => metrics::gauge!(name).set(*value),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::snapshot::BlockSeries;
+
+    fn block(latency_buckets: &[(usize, u64)]) -> KernelSnapshot {
+        let mut latency_ns = Hist::default();
+        for &(i, n) in latency_buckets {
+            latency_ns.buckets[i] = n;
+        }
+        KernelSnapshot {
+            block: vec![BlockSeries {
+                device: "vda".into(),
+                dev: "254:0".into(),
+                op: "write".into(),
+                latency_ns,
+                size_bytes: Hist::default(),
+            }],
+            ..KernelSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn block_latency_p99_and_slow_ios_come_from_the_interval_only() {
+        // Before: 100 fast I/Os (2^16 ns) and 5 slow ones (2^27 ns).
+        let before = block(&[(16, 100), (27, 5)]);
+        // Since: 98 more fast, 2 more slow (2^28 ns, 268 ms).
+        let now = block(&[(16, 198), (27, 5), (28, 2)]);
+        let d = derived_series(Some(&(1_000, before)), 3_000, &now);
+        let get = |k: &str| d.iter().find(|(m, _)| m == k).map(|p| p.1);
+        assert_eq!(get("block.slow_ios_per_second"), Some(1.0), "{d:?}");
+        // p99 of the interval's 100 I/Os is a slow one: bucket 28's bound.
+        let p99 = get("block.latency_p99_ms").unwrap();
+        assert!(
+            (p99 - ((2u64 << 28) - 1) as f64 / 1e6).abs() < 1e-9,
+            "{p99}"
+        );
+        assert!(derived_series(None, 3_000, &now).is_empty());
     }
 }
