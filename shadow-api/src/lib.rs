@@ -9,6 +9,7 @@
 //! | [`kernel`] | `GET /api/v1/snapshot`: the kernel snapshot and host sample |
 //! | [`history`] | `GET /api/v1/history`: `PerformanceData` |
 //! | [`forecast`] | `GET /v1/forecast...`: status, `PredictionData`, anomaly events |
+//! | [`predict`] | `GET /v1/predict`: failure probabilities, levels, contributing signals |
 //! | [`duration`] | `500ms`, `30s`, `5m`, `1h` as the flags and queries take them |
 //!
 //! | [`mirror`] | `GET /v1/mirror`, `GET /v1/diff`: shadowing status and verdicts |
@@ -23,6 +24,7 @@ pub mod forecast;
 pub mod history;
 pub mod kernel;
 pub mod mirror;
+pub mod predict;
 #[cfg(feature = "recording")]
 pub mod recording;
 pub mod routes;

@@ -29,6 +29,13 @@ pub const RECORD: &str = "/v1/record";
 /// Every metric's forecast status; `{FORECAST}/{metric}?horizon=` one forecast.
 pub const FORECAST: &str = "/v1/forecast";
 pub const FORECAST_EVENTS: &str = "/v1/forecast/events";
+/// `?y=METRIC&on=METRIC[&at=X,Y]`: a resource-per-load regression on the
+/// history (both servers; the admin port under [`ADMIN_PREFIX`]).
+pub const REGRESS: &str = "/v1/regress";
+/// Failure probabilities per host and service ([`crate::predict::PredictAnswer`]).
+pub const PREDICT: &str = "/v1/predict";
+/// Their level changes, oldest first.
+pub const PREDICT_EVENTS: &str = "/v1/predict/events";
 
 /// The control socket's shadowing routes (answered 409 when nothing is shadowed).
 pub const SHADOW_ROUTES: [&str; 5] = [MIRROR, DIFF, CAPTURE, EXCHANGES, RECORD];

@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// The P10-P90 interval is an 80 % prediction interval.
-const LEVEL: f64 = 0.8;
+pub(crate) const LEVEL: f64 = 0.8;
 
 /// Repeats the last season; the interval comes from the in-sample seasonal
 /// differences, widened by the square root of how many seasons ahead.
@@ -290,7 +290,7 @@ impl Model for Mstl {
 /// The augurs models take no weights, so points weighted out (anomalies)
 /// are excluded by replacing them: with the value one season earlier where
 /// there is one, else the last kept value.
-fn clean(input: &Input<'_>, season: usize) -> Vec<f64> {
+pub(crate) fn clean(input: &Input<'_>, season: usize) -> Vec<f64> {
     let mut y = input.values.to_vec();
     if let Some(w) = input.weights {
         for t in 0..y.len() {
@@ -308,18 +308,21 @@ fn clean(input: &Input<'_>, season: usize) -> Vec<f64> {
     y
 }
 
-fn tail(y: &[f64], max: Option<usize>) -> &[f64] {
+pub(crate) fn tail(y: &[f64], max: Option<usize>) -> &[f64] {
     &y[y.len() - max.unwrap_or(y.len()).min(y.len())..]
 }
 
-fn model_err(model: &str, e: impl std::fmt::Display) -> ForecastError {
+pub(crate) fn model_err(model: &str, e: impl std::fmt::Display) -> ForecastError {
     ForecastError::Model {
         model: model.into(),
         reason: e.to_string(),
     }
 }
 
-fn from_augurs(input: &Input<'_>, out: augurs_core::Forecast) -> Result<Forecast, ForecastError> {
+pub(crate) fn from_augurs(
+    input: &Input<'_>,
+    out: augurs_core::Forecast,
+) -> Result<Forecast, ForecastError> {
     let Some(iv) = out.intervals else {
         return Err(model_err("augurs", "no prediction intervals returned"));
     };

@@ -15,11 +15,13 @@ use std::{fmt::Write as _, path::Path};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    arima::Arima,
     baseline::{Damped, Ets, LastLevel, Mstl, SeasonalNaive},
     error::ForecastError,
     lstm::{LstmConfig, LstmModel},
     metrics,
     model::{Forecast, Input, Model, quantile},
+    prophet::Prophet,
     regime::{self, Shift},
 };
 
@@ -32,16 +34,20 @@ pub enum Candidate {
     Damped,
     Mstl,
     LastLevel,
+    Arima,
+    Prophet,
     Lstm,
 }
 
 impl Candidate {
-    pub const ALL: [Candidate; 6] = [
+    pub const ALL: [Candidate; 8] = [
         Self::SeasonalNaive,
         Self::Ets,
         Self::Damped,
         Self::Mstl,
         Self::LastLevel,
+        Self::Arima,
+        Self::Prophet,
         Self::Lstm,
     ];
 
@@ -52,6 +58,8 @@ impl Candidate {
             Self::Damped => "damped",
             Self::Mstl => "mstl",
             Self::LastLevel => "last_level",
+            Self::Arima => "arima",
+            Self::Prophet => "prophet",
             Self::Lstm => "lstm",
         }
     }
@@ -74,6 +82,14 @@ impl Candidate {
                 max_history: cfg.classical_history,
                 ..Mstl::new(season)
             }),
+            Self::Arima => Fitted::Arima(Arima {
+                max_history: cfg.classical_history,
+                ..Arima::new(season)
+            }),
+            Self::Prophet => Fitted::Prophet(Prophet {
+                max_history: cfg.classical_history,
+                ..Prophet::new(season)
+            }),
             Self::Lstm => Fitted::Lstm(Box::new(LstmModel::new(LstmConfig {
                 horizon: cfg.horizon,
                 season,
@@ -91,6 +107,8 @@ pub enum Fitted {
     Damped(Damped),
     LastLevel(LastLevel),
     Mstl(Mstl),
+    Arima(Arima),
+    Prophet(Prophet),
     Lstm(Box<LstmModel>),
 }
 
@@ -102,6 +120,8 @@ impl Fitted {
             Self::Damped(m) => m,
             Self::LastLevel(m) => m,
             Self::Mstl(m) => m,
+            Self::Arima(m) => m,
+            Self::Prophet(m) => m,
             Self::Lstm(m) => m.as_ref(),
         }
     }
@@ -113,6 +133,8 @@ impl Fitted {
             Self::Damped(m) => m,
             Self::LastLevel(m) => m,
             Self::Mstl(m) => m,
+            Self::Arima(m) => m,
+            Self::Prophet(m) => m,
             Self::Lstm(m) => m.as_mut(),
         }
     }
@@ -609,6 +631,14 @@ impl Forecaster {
                     season: e.season,
                     max_history: e.max_history,
                 },
+                Fitted::Arima(e) => SavedMember::Arima {
+                    season: e.season,
+                    max_history: e.max_history,
+                },
+                Fitted::Prophet(e) => SavedMember::Prophet {
+                    season: e.season,
+                    max_history: e.max_history,
+                },
                 Fitted::Lstm(l) => {
                     let sub = format!("lstm-{i}");
                     l.save(&dir.join(&sub))?;
@@ -662,6 +692,20 @@ impl Forecaster {
                         season,
                         max_history,
                     }),
+                    SavedMember::Arima {
+                        season,
+                        max_history,
+                    } => Fitted::Arima(Arima {
+                        season,
+                        max_history,
+                    }),
+                    SavedMember::Prophet {
+                        season,
+                        max_history,
+                    } => Fitted::Prophet(Prophet {
+                        season,
+                        max_history,
+                    }),
                     SavedMember::Lstm { dir: sub } => {
                         Fitted::Lstm(Box::new(LstmModel::load(&dir.join(sub))?))
                     }
@@ -710,6 +754,14 @@ enum SavedMember {
         history: usize,
     },
     Mstl {
+        season: usize,
+        max_history: Option<usize>,
+    },
+    Arima {
+        season: usize,
+        max_history: Option<usize>,
+    },
+    Prophet {
         season: usize,
         max_history: Option<usize>,
     },

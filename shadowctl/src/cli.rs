@@ -129,6 +129,15 @@ pub(crate) enum Command {
     /// Forecasts: every metric and its model, or one metric's P10/P50/P90;
     /// offline on a CSV file with `train` and `--model DIR --csv FILE`.
     Forecast(ForecastCmd),
+    /// Failure probability of this host and each service within the
+    /// horizon, its level (ok, warn, stage, cutover) and top signals.
+    Predict {
+        /// The level changes seen instead (with their reasons).
+        #[arg(long)]
+        events: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,6 +177,21 @@ pub(crate) enum ForecastAction {
         #[arg(long)]
         json: bool,
     },
+    /// A resource as a line in a load, from the agent's history: what one
+    /// more request per second costs, with its uncertainty.
+    /// `shadowctl forecast regress cpu --on web.rate --at 500,1000`.
+    Regress {
+        /// The resource (full name or a short one that names one series: cpu).
+        metric: String,
+        /// The load it is explained by (e.g. web.rate).
+        #[arg(long)]
+        on: String,
+        /// Loads to predict at, comma-separated (default: the mean, the busiest, twice that).
+        #[arg(long, value_delimiter = ',')]
+        at: Vec<f64>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,8 +205,11 @@ pub(crate) struct TrainFlags {
     /// Steps forecast (and backtested per fold).
     #[arg(long, default_value_t = 60)]
     pub(crate) horizon: usize,
-    /// Candidate models, comma-separated (seasonal_naive, ets, damped, mstl, last_level, lstm).
-    #[arg(long, default_value = "seasonal_naive,ets,damped,mstl,last_level,lstm")]
+    /// Candidate models, comma-separated (seasonal_naive, ets, damped, mstl, last_level, arima, prophet, lstm).
+    #[arg(
+        long,
+        default_value = "seasonal_naive,ets,damped,mstl,last_level,arima,prophet,lstm"
+    )]
     pub(crate) models: String,
     /// Rolling-origin folds for the selection.
     #[arg(long, default_value_t = 2)]

@@ -24,6 +24,22 @@ pub(crate) async fn forecast_cmd(control: &Control, f: ForecastCmd) -> Result<()
                 table::render_events(&control.forecast_events().await?)
             }
         }
+        (
+            Some(ForecastAction::Regress {
+                metric,
+                on,
+                at,
+                json,
+            }),
+            ..,
+        ) => {
+            let r = control.regress(&metric, &on, &at).await?;
+            if json {
+                format!("{}\n", serde_json::to_string_pretty(&r)?)
+            } else {
+                table::render_regression(&r)
+            }
+        }
         (None, Some(model), Some(csv), _) => offline_forecast(
             &model,
             &csv,

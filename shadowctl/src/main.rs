@@ -86,6 +86,23 @@ async fn run(cli: Cli) -> Result<()> {
     let control = Control::new(&cli.control);
     let admin = Admin::new(&cli.admin);
     match cli.command {
+        Command::Predict { events, json } => {
+            let path = if events {
+                routes::PREDICT_EVENTS
+            } else {
+                routes::PREDICT
+            };
+            if json {
+                print_json(&control.get_json(path).await?)?;
+            } else if events {
+                print!(
+                    "{}",
+                    table::render_level_events(&control.predict_events().await?)
+                );
+            } else {
+                print!("{}", table::render_predict(&control.predict().await?));
+            }
+        }
         Command::Mirror(Mirror::Set { service, percent }) => {
             let s = control.set_percent(&service, percent).await?;
             println!("{}: mirroring {}% of connections", s.service, s.percent);

@@ -8,10 +8,11 @@ use serde::de::DeserializeOwned;
 
 use super::ClientError;
 use crate::{
-    forecast::{AnomalyEvent, ForecastAnswer, MetricStatus},
+    forecast::{AnomalyEvent, ForecastAnswer, MetricStatus, Regression},
     history::PerformanceData,
     kernel::View,
     mirror::{DiffSummary, MarkNoise, MirrorStatus},
+    predict::{LevelEvent, PredictAnswer},
     routes,
 };
 
@@ -164,6 +165,25 @@ impl Control {
             path.push_str(&format!("?horizon={}", encode(h)));
         }
         self.get(&path).await
+    }
+
+    /// `y` regressed on `on` over the agent's history, predicted at `at`
+    /// (empty: the mean, the busiest and twice that).
+    pub async fn regress(&self, y: &str, on: &str, at: &[f64]) -> Result<Regression, ClientError> {
+        let mut path = format!("{}?y={}&on={}", routes::REGRESS, encode(y), encode(on));
+        if !at.is_empty() {
+            let at: Vec<String> = at.iter().map(f64::to_string).collect();
+            path.push_str(&format!("&at={}", encode(&at.join(","))));
+        }
+        self.get(&path).await
+    }
+
+    pub async fn predict(&self) -> Result<PredictAnswer, ClientError> {
+        self.get(routes::PREDICT).await
+    }
+
+    pub async fn predict_events(&self) -> Result<Vec<LevelEvent>, ClientError> {
+        self.get(routes::PREDICT_EVENTS).await
     }
 
     pub async fn forecast_events(&self) -> Result<Vec<AnomalyEvent>, ClientError> {

@@ -32,7 +32,10 @@ use crate::{
         pipeline::{self, PipelineConfig},
     },
     config::Config,
-    forecast::{self, ForecastSettings},
+    forecast::{
+        self, ForecastSettings,
+        predict::{PredictSettings, Predictor},
+    },
     host::history::History,
     kernel::{KernelTelemetry, TelemetryError, view::Views},
     metrics::{self as m, service::ServiceStats},
@@ -63,6 +66,8 @@ pub struct AgentConfig {
     pub tcp_bytes: bool,
     /// Forecasting; `None` is `--no-forecast`.
     pub forecast: Option<ForecastSettings>,
+    /// Failure probabilities; `None` is `--no-predict`.
+    pub predict: Option<PredictSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +113,19 @@ impl crate::util::Sourced for AgentError {
     }
 }
 
+/// Each shadowed service's live rate, p99 latency and error rate are
+/// forecast too, while there is room under [`forecast::MAX_METRICS`].
+fn add_service_metrics(f: &mut ForecastSettings, shadow: &Config) {
+    for svc in &shadow.services {
+        for field in ["rate", "p99_latency_ms", "error_rate"] {
+            let m = format!("{}.{field}", svc.name);
+            if f.metrics.len() < forecast::MAX_METRICS && !f.metrics.contains(&m) {
+                f.metrics.push(m);
+            }
+        }
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let pid_file = PidFile::acquire(&cfg.pid_file)?;
@@ -116,10 +134,12 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = Tasks::new(shutdown);
     let views = Arc::new(Views::default());
-    let forecast = cfg
-        .forecast
-        .clone()
-        .map(|f| Arc::new(forecast::Service::new(f, cfg.server_id.clone())));
+    let forecast = cfg.forecast.clone().map(|mut f| {
+        if let Some(shadow) = &cfg.shadow {
+            add_service_metrics(&mut f, shadow);
+        }
+        Arc::new(forecast::Service::new(f, cfg.server_id.clone()))
+    });
     let shadowing = match &cfg.shadow {
         Some(c) if !c.services.is_empty() => {
             Some(start_shadowing(&mut telemetry, c, &views, &mut tasks)?)
@@ -150,6 +170,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             cfg.history_stale,
         )),
         forecast: forecast.clone(),
+        predict: cfg
+            .predict
+            .clone()
+            .map(|p| Arc::new(Predictor::new(p, cfg.server_id.clone()))),
         prometheus,
         max_endpoint_series: cfg.max_endpoint_series,
     });
@@ -175,6 +199,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         let api = Api {
             shadow: shadowing.clone(),
             forecast,
+            shared: Some(shared.clone()),
         };
         tasks.start(Box::new(tasks::ControlServer {
             listener,

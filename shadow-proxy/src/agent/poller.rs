@@ -1,8 +1,10 @@
 //! The poller: every interval it copies the kernel maps into a
-//! [`KernelSnapshot`], samples procfs, updates the `metrics` recorder,
+//! [`KernelSnapshot`], samples procfs, drains the live-traffic series
+//! ([`Traffic`]), updates the `metrics` recorder,
 //! appends to the [`History`] and publishes a new [`View`].
 //!
 //! [`History`]: crate::host::history::History
+//! [`Traffic`]: crate::replay::traffic::Traffic
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -29,6 +31,7 @@ pub(super) fn poll_loop(
 ) {
     let mut host = HostSampler::new();
     let mut previous: Option<(u64, KernelSnapshot)> = None;
+    let mut traffic_since = unix_ms();
     while !stop.load(Ordering::Relaxed) {
         let started = std::time::Instant::now();
         telemetry.flush_logs();
@@ -38,6 +41,12 @@ pub(super) fn poll_loop(
                 let host_sample = host.sample();
                 publish_metrics(&kernel, &host_sample);
                 let derived = derived_series(previous.as_ref(), now, &kernel);
+                let seconds = now.saturating_sub(traffic_since) as f64 / 1000.0;
+                traffic_since = now;
+                let traffic = control.map_or_else(Vec::new, |c| c.replayer.traffic.drain(seconds));
+                for (series, value) in &traffic {
+                    series.publish(*value);
+                }
                 {
                     let mut history = shared.history.lock().expect("history lock");
                     for (series, value) in &host_sample {
@@ -45,6 +54,13 @@ pub(super) fn poll_loop(
                     }
                     for (metric, value) in &derived {
                         history.push(now, metric, *value);
+                    }
+                    for (series, value) in &traffic {
+                        history.push(now, &series.key(), *value);
+                    }
+                    if let Some(p) = &shared.predict {
+                        let secs = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+                        p.update(&history, shared.forecast.as_deref(), host.hardware, secs);
                     }
                     metrics::counter!(names::HISTORY_REFUSED).absolute(history.refused);
                     metrics::counter!(names::HISTORY_EVICTED).absolute(history.evicted);

@@ -5,6 +5,8 @@
 //! | `/metrics` | Prometheus text: kernel histograms plus the agent's metrics |
 //! | `/api/v1/snapshot` | JSON: latest kernel snapshot and host sample |
 //! | `/api/v1/history` | JSON: metric names; `?metric=NAME` for its samples |
+//! | `/api/v1/predict`, `/api/v1/predict/events` | JSON: failure probabilities and level changes ([`super::predict`]) |
+//! | `/api/v1/regress?y=&on=` | JSON: a resource-per-load regression on the history ([`super::regress`]) |
 //! | `/api/v1/forecast...` | JSON: the control API's read-only forecast routes ([`super::forecast`]) |
 //! | `/healthz` | `ok` |
 
@@ -39,6 +41,11 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Answer {
             shared.render_metrics(),
         ),
         "/api/v1/snapshot" => json(StatusCode::OK, shared.view().as_ref()),
+        "/api/v1/regress" => super::regress::answer(&shared.history, query),
+        p if p.starts_with("/api/v1/predict") => {
+            super::predict::route(Some(&shared), &p["/api".len()..])
+                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+        }
         "/api/v1/history" => {
             let metric = query_param(query, "metric");
             let history = shared.history.lock().unwrap_or_else(|p| p.into_inner());

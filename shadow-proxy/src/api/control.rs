@@ -20,6 +20,9 @@
 //! | `GET /v1/forecast` | every forecast metric: model, reason, trained_until, status, anomaly state |
 //! | `GET /v1/forecast/{metric}?horizon=N\|30m` | `{"metric","model","reason","points":[PredictionData]}` |
 //! | `GET /v1/forecast/events` | anomaly events (the newest kept), oldest first |
+//! | `GET /v1/predict` | failure probability per host and service, level, top signals ([`super::predict`]) |
+//! | `GET /v1/predict/events` | level changes (ok, warn, stage, cutover) with their reasons |
+//! | `GET /v1/regress?y=cpu&on=web.rate[&at=X,Y]` | resource per load fitted on the history, with P10-P90 at each load ([`super::regress`]) |
 //!
 //! The forecast routes are [`crate::forecast::api`]'s.
 //!
@@ -102,6 +105,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
 pub struct Api {
     pub shadow: Option<Arc<Control>>,
     pub forecast: Option<Arc<crate::forecast::Service>>,
+    /// The agent's history, for `/v1/regress` (`None` in tests without one).
+    pub shared: Option<Arc<super::state::Shared>>,
 }
 
 /// Serves until `shutdown` turns true.
@@ -122,6 +127,15 @@ async fn route_api(req: Request<Incoming>, api: Arc<Api>) -> Answer {
     let (path, query) = (req.uri().path(), req.uri().query().unwrap_or_default());
     if let Some(answer) = super::forecast::route(api.forecast.as_deref(), req.method(), path, query)
     {
+        return answer;
+    }
+    if path == shadow_api::routes::REGRESS {
+        return match &api.shared {
+            Some(shared) => super::regress::answer(&shared.history, query),
+            None => error(StatusCode::NOT_FOUND, "this agent keeps no history".into()),
+        };
+    }
+    if let Some(answer) = super::predict::route(api.shared.as_deref(), path) {
         return answer;
     }
     match &api.shadow {
@@ -283,6 +297,7 @@ mod tests {
         let api = Api {
             shadow: None,
             forecast: Some(Arc::new(Service::new(settings, "h"))),
+            shared: None,
         };
         let (dir, socket) = start("telemetry", api);
         let (status, body) = get(&socket, "/v1/mirror").await;

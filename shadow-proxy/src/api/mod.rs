@@ -9,6 +9,8 @@
 pub mod admin;
 pub mod control;
 pub mod forecast;
+pub mod predict;
+pub mod regress;
 pub mod state;
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};

@@ -17,6 +17,8 @@ pub struct Shared {
     pub history: Mutex<History>,
     /// The forecasting service, unless `--no-forecast`.
     pub forecast: Option<Arc<forecast::Service>>,
+    /// Failure probabilities, updated by the poller.
+    pub predict: Option<Arc<forecast::predict::Predictor>>,
     pub prometheus: PrometheusHandle,
     pub max_endpoint_series: usize,
 }

@@ -61,6 +61,72 @@ struct Cli {
     check: bool,
     #[command(flatten)]
     forecast: ForecastFlags,
+    #[command(flatten)]
+    predict: PredictFlags,
+}
+
+/// Failure probabilities (on by default).
+#[derive(Debug, clap::Args)]
+struct PredictFlags {
+    /// Turn failure probabilities off.
+    #[arg(long)]
+    no_predict: bool,
+    /// P(failure within this long).
+    #[arg(long, default_value = "30m", value_parser = duration::parse)]
+    predict_horizon: Duration,
+    /// Levels: `warn=0.3,stage=0.6,cutover=0.85` (any subset; they must rise).
+    #[arg(long, value_parser = parse_thresholds)]
+    predict_thresholds: Option<Thresholds>,
+    /// Past incidents, CSV `time,host,component,cause`: each host's and
+    /// component's base rate.
+    #[arg(long)]
+    incidents: Option<PathBuf>,
+}
+
+type Thresholds = shadow_api::predict::Thresholds;
+
+fn parse_thresholds(s: &str) -> Result<Thresholds, String> {
+    let mut t = Thresholds::default();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected KEY=PROBABILITY"))?;
+        let v: f64 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{k}: {v:?} is not a number"))?;
+        match k.trim() {
+            "warn" => t.warn = v,
+            "stage" => t.stage = v,
+            "cutover" => t.cutover = v,
+            other => return Err(format!("{other:?} is not a level (warn, stage, cutover)")),
+        }
+    }
+    t.validate()?;
+    Ok(t)
+}
+
+impl PredictFlags {
+    fn settings(self) -> Result<Option<forecast::predict::PredictSettings>, String> {
+        if self.no_predict {
+            return Ok(None);
+        }
+        let incidents = match &self.incidents {
+            Some(path) => shadow_forecast::failure::read_incidents(path)
+                .map_err(|e| format!("--incidents: {e}"))?,
+            None => Vec::new(),
+        };
+        let horizon_s = i64::try_from(self.predict_horizon.as_secs())
+            .ok()
+            .filter(|&s| s > 0)
+            .ok_or("--predict-horizon: must be at least a second")?;
+        Ok(Some(forecast::predict::PredictSettings {
+            horizon_s,
+            thresholds: self.predict_thresholds.unwrap_or_default(),
+            incidents,
+            ..Default::default()
+        }))
+    }
 }
 
 /// Forecasting (on by default).
@@ -85,7 +151,7 @@ struct ForecastFlags {
     /// Steps forecast ahead.
     #[arg(long, default_value_t = 60)]
     forecast_horizon: usize,
-    /// Candidate models, comma-separated (seasonal_naive, ets, damped, mstl, last_level, lstm).
+    /// Candidate models, comma-separated (seasonal_naive, ets, damped, mstl, last_level, arima, prophet, lstm).
     #[arg(long, value_parser = forecast::parse_models)]
     forecast_models: Option<Models>,
 }
@@ -266,7 +332,21 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    let predict = match cli.predict.settings() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    };
     if cli.check {
+        if let Some(p) = &predict {
+            println!(
+                "ok: failure probabilities within {}, {} past incidents",
+                forecast::format_ahead(p.horizon_s),
+                p.incidents.len()
+            );
+        }
         if let Some(c) = &shadow {
             println!("ok: configuration valid ({} services)", c.services.len());
         }
@@ -307,6 +387,7 @@ fn main() -> ExitCode {
         control_socket: cli.control_socket,
         tcp_bytes: !cli.no_tcp_bytes,
         forecast,
+        predict,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

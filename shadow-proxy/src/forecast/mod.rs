@@ -4,6 +4,7 @@
 //! ([`export`]) and answered on both servers (`crate::api::forecast`).
 
 pub mod export;
+pub mod predict;
 
 pub use shadow_forecast::serve::{
     Candidate, DEFAULT_METRICS, ForecastSettings, MAX_METRICS, Service, SettingsError, Source,

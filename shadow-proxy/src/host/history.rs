@@ -99,6 +99,19 @@ impl History {
             .unwrap_or_default()
     }
 
+    /// The newest sample of `metric`, as `(unix ms, value)`.
+    pub fn last(&self, metric: &str) -> Option<(u64, f64)> {
+        self.series.get(metric)?.back().copied()
+    }
+
+    /// The values of `metric`, oldest first (no copies of the names).
+    pub fn values(&self, metric: &str) -> Vec<f64> {
+        self.series
+            .get(metric)
+            .map(|ring| ring.iter().map(|&(_, v)| v).collect())
+            .unwrap_or_default()
+    }
+
     pub fn len(&self, metric: &str) -> usize {
         self.series.get(metric).map_or(0, VecDeque::len)
     }

@@ -156,6 +156,10 @@ pub struct HostSampler {
     disks: Vec<String>,
     /// "No hardware sensors" has been said (once per agent).
     no_sensors_said: bool,
+    headroom: sensors::Headroom,
+    /// The worst sensor's way to its limit as of the last sample
+    /// ([`sensors::Headroom`]); `None` without a sensor that has a limit.
+    pub hardware: Option<f64>,
 }
 
 impl HostSampler {
@@ -233,6 +237,7 @@ impl HostSampler {
                  so hardware health has no temperatures, voltages or fans on this host"
             );
         }
+        self.hardware = self.headroom.update(&readings);
         out.extend(readings.into_iter().map(|r| {
             (
                 Series::Sensor {

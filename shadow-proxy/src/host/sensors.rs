@@ -168,16 +168,74 @@ pub fn read_thermal(class: &Path) -> Vec<Reading> {
         .filter_map(|(n, dir)| {
             let t = read_num(&dir.join("temp"))?;
             let label = read_trim(&dir.join("type")).unwrap_or_else(|| format!("zone{n}"));
+            // Trip points: `critical` is the limit, the lowest `hot` or
+            // `passive` one the zone's own "max".
+            let (mut max, mut crit) = (None::<f64>, None::<f64>);
+            for i in 0..16 {
+                let (Some(kind), Some(temp)) = (
+                    read_trim(&dir.join(format!("trip_point_{i}_type"))),
+                    read_num(&dir.join(format!("trip_point_{i}_temp"))),
+                ) else {
+                    break;
+                };
+                let temp = temp * 1e-3;
+                match kind.as_str() {
+                    "critical" => crit = Some(crit.map_or(temp, |c| c.min(temp))),
+                    "hot" | "passive" => max = Some(max.map_or(temp, |m| m.min(temp))),
+                    _ => {}
+                }
+            }
             Some(Reading {
                 chip: "thermal".into(),
                 sensor: unique(label, &mut seen),
                 kind: SensorKind::Temperature,
                 value: t * 1e-3,
-                max: None,
-                crit: None,
+                max,
+                crit,
             })
         })
         .collect()
+}
+
+/// The hardware signal of the failure probability: how far the worst
+/// sensor has moved from its usual reading towards its limit (0 usual, 1
+/// at the limit). Only kinds where higher is worse (temperature, power,
+/// current) with a limit (`crit`, else `max`) count; "usual" is a slow
+/// moving average per sensor (about an hour at the default interval).
+#[derive(Debug, Default)]
+pub struct Headroom {
+    usual: HashMap<String, f64>,
+}
+
+impl Headroom {
+    const SPAN: f64 = 720.0;
+
+    pub fn update(&mut self, readings: &[Reading]) -> Option<f64> {
+        let mut worst: Option<f64> = None;
+        for r in readings {
+            if !matches!(
+                r.kind,
+                SensorKind::Temperature | SensorKind::Power | SensorKind::Current
+            ) || !r.value.is_finite()
+            {
+                continue;
+            }
+            let Some(limit) = r.crit.or(r.max) else {
+                continue;
+            };
+            let usual = self
+                .usual
+                .entry(format!("{}/{}", r.chip, r.sensor))
+                .or_insert(r.value);
+            *usual += (r.value - *usual) / Self::SPAN;
+            let room = limit - *usual;
+            if room > 0.0 {
+                let x = ((r.value - *usual) / room).clamp(0.0, 1.5);
+                worst = Some(worst.map_or(x, |w| w.max(x)));
+            }
+        }
+        worst
+    }
 }
 
 /// hwmon and thermal readings under a sysfs root (`/sys`).
@@ -190,6 +248,30 @@ pub fn read_all(sys: &Path) -> Vec<Reading> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headroom_is_the_worst_way_to_a_limit_from_the_usual_reading() {
+        let reading = |value: f64, crit: Option<f64>| Reading {
+            chip: "coretemp".into(),
+            sensor: "Core 0".into(),
+            kind: SensorKind::Temperature,
+            value,
+            max: None,
+            crit,
+        };
+        let mut h = Headroom::default();
+        for _ in 0..100 {
+            assert_eq!(h.update(&[reading(40.0, Some(100.0))]), Some(0.0));
+        }
+        // Halfway from a usual 40 C to a critical 100 C.
+        let x = h.update(&[reading(70.0, Some(100.0))]).unwrap();
+        assert!((x - 0.5).abs() < 0.01, "{x}");
+        assert_eq!(
+            h.update(&[reading(70.0, None)]),
+            None,
+            "no limit, no signal"
+        );
+    }
 
     fn fixture() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sysfs-node-exporter")

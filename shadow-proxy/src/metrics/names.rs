@@ -59,6 +59,17 @@ pub const LATENCY_DELTA: &str = "shadow_replay_latency_delta_seconds";
 pub const COVERAGE: &str = "shadow_replay_coverage_ratio";
 pub const MIRROR_PERCENT: &str = "shadow_mirror_percent";
 
+// Live traffic per service (and `route`) from the captured exchanges (replay/traffic.rs).
+pub const APP_RATE: &str = "shadow_app_requests_per_second";
+pub const APP_LATENCY_P50: &str = "shadow_app_latency_p50_milliseconds";
+pub const APP_LATENCY_P99: &str = "shadow_app_latency_p99_milliseconds";
+pub const APP_ERROR_RATE: &str = "shadow_app_error_ratio";
+pub const APP_REQUEST_BYTES: &str = "shadow_app_request_bytes_per_second";
+pub const APP_RESPONSE_BYTES: &str = "shadow_app_response_bytes_per_second";
+
+// Failure probability per `scope` (host, service) and `name` (forecast/predict.rs).
+pub const FAILURE_PROBABILITY: &str = "shadow_failure_probability";
+
 // Diffing, per service and route.
 pub const DIFF_COMPARED: &str = "shadow_diff_compared_total";
 pub const DIFF_DIFFERING: &str = "shadow_diff_differing_total";

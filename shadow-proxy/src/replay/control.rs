@@ -210,6 +210,7 @@ impl Control {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .per_ten_thousand = hundredths;
+        self.replayer.traffic.set_sampling(service, hundredths);
         tracing::info!(service, percent, "Mirror percentage changed");
         Ok(self
             .status()

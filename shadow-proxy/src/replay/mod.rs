@@ -17,6 +17,7 @@ pub mod rewrite;
 pub mod stack;
 #[cfg(test)]
 mod tests;
+pub mod traffic;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -124,6 +125,9 @@ pub struct Replayer {
     /// Kernel context for differing exchanges (the agent's views; `None`
     /// in tests that run without a kernel).
     kernel_context: Option<Arc<dyn ContextSource>>,
+    /// Live rate, latency, errors and bytes per service and route, for
+    /// the history (drained by the poller).
+    pub traffic: traffic::Traffic,
 }
 
 impl Replayer {
@@ -133,8 +137,15 @@ impl Replayer {
         services: HashMap<u16, Arc<ServiceReplay>>,
         kernel_context: Option<Arc<dyn ContextSource>>,
     ) -> Self {
+        let configs: Vec<ServiceConfig> = services.values().map(|s| s.config()).collect();
+        let traffic = traffic::Traffic::new(
+            configs
+                .iter()
+                .map(|c| (c.name.as_str(), c.per_ten_thousand)),
+        );
         Self {
             services,
+            traffic,
             records: Mutex::new(VecDeque::with_capacity(RECORDS)),
             recorder: Mutex::new(None),
             live_gets: Mutex::new(learn::LiveGets::default()),
@@ -181,6 +192,18 @@ impl Replayer {
             r.offer(&item);
         }
         let cfg = svc.config();
+        let route = svc.diff.lock().unwrap_or_else(|p| p.into_inner()).route(
+            &cfg,
+            &item.exchange.request.method,
+            &item.exchange.request.target,
+        );
+        self.traffic.observe(
+            &cfg.name,
+            &route,
+            cfg.per_ten_thousand,
+            item.id,
+            &item.exchange,
+        );
         self.live_gets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
