@@ -6,6 +6,7 @@
 //! Reports medians and attached/detached ratios, measured in the same run.
 
 mod diff;
+mod failure;
 mod forecast;
 mod mirror;
 mod overhead;
@@ -103,6 +104,17 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         days: usize,
     },
+    /// The failure probability on NAB's labelled series: lead times, false
+    /// alarms per week at each threshold, and a reliability curve.
+    Failure {
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        #[arg(long, default_value = "bench/reports/failure.md")]
+        report: PathBuf,
+        /// Seconds ahead: P(failure within this).
+        #[arg(long, default_value_t = 1800)]
+        horizon: i64,
+    },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
     MirrorOverhead {
@@ -156,6 +168,11 @@ fn main() -> Result<()> {
             py_fit_timeout,
         }),
         Command::Regime { data, report, days } => regime::run(&data, &report, days),
+        Command::Failure {
+            data,
+            report,
+            horizon,
+        } => failure::run(&data, &report, horizon),
         Command::MirrorOverhead {
             agent,
             seconds,

@@ -14,6 +14,7 @@
 pub mod anomaly;
 pub mod arima;
 pub mod baseline;
+pub mod detect;
 pub mod error;
 pub mod failure;
 pub mod forecaster;

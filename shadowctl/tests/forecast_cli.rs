@@ -205,10 +205,10 @@ fn bad_input_gets_one_clear_line_and_an_exit_code() {
             csv.display()
         );
     }
-    let out = shadowctl(&["train", "--csv", path(&short), "--models", "prophet"]);
+    let out = shadowctl(&["train", "--csv", path(&short), "--models", "tbats"]);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("unknown model \"prophet\""),
+        text(&out.stderr).contains("unknown model \"tbats\""),
         "{}",
         text(&out.stderr)
     );

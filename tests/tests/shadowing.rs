@@ -749,3 +749,120 @@ fn a_planted_regression_is_reported_and_nothing_else() {
         "{verdict:?}"
     );
 }
+
+/// The live-traffic series come from the captured exchanges: the rate in
+/// the history adds up to the requests sent (100 % sampled), latency and
+/// errors are there, CPU regresses on the rate, and the failure
+/// probability of the host and the service is served, quiet here.
+#[test]
+fn live_traffic_series_feed_the_regression_and_the_failure_probability() {
+    let Some(_k) =
+        kernel_test("live_traffic_series_feed_the_regression_and_the_failure_probability")
+    else {
+        return;
+    };
+    let m = Mirror::start("apps", 100.0, &["normal"], "");
+    // A few quiet intervals first: a value is the requests since the
+    // previous sample, so the first burst needs a sample before it.
+    std::thread::sleep(Duration::from_millis(800));
+    // Bursts with pauses between, so the rate varies from one interval to
+    // the next.
+    for _ in 0..3 {
+        let r = m.client("connections", &["100", "2"]);
+        assert_eq!(r.len(), 100);
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    m.settle(Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    let ready: Value =
+        serde_json::from_str(&std::fs::read_to_string(m.dir.join("ready.json")).unwrap()).unwrap();
+    let admin = ready["admin"].as_str().unwrap().to_owned();
+    let history = |metric: &str| -> Vec<(u64, f64)> {
+        let out =
+            m.ns.cmd(&built_binary("shadowctl"))
+                .args(["--admin", &admin, "history", metric])
+                .output()
+                .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].parse().unwrap(), f[3].parse().unwrap())
+            })
+            .collect()
+    };
+    let rate = history("web.rate");
+    // Each value is requests / seconds since the previous sample.
+    let requests: f64 = rate
+        .windows(2)
+        .map(|w| w[1].1 * (w[1].0 - w[0].0) as f64 / 1000.0)
+        .sum();
+    assert!(
+        (297.0..=303.0).contains(&requests),
+        "web.rate adds up to {requests} requests, 300 were sent: {rate:?}"
+    );
+    let p99 = history("web.p99_latency_ms");
+    assert!(
+        !p99.is_empty() && p99.iter().all(|p| p.1 >= 0.0 && p.1 < 1000.0),
+        "{p99:?}"
+    );
+    assert!(history("web.error_rate").iter().all(|p| p.1 == 0.0));
+    // And per route group.
+    let names =
+        m.ns.cmd(&built_binary("shadowctl"))
+            .args(["--admin", &admin, "history"])
+            .output()
+            .unwrap();
+    let names = String::from_utf8_lossy(&names.stdout).into_owned();
+    assert!(
+        names
+            .lines()
+            .any(|l| l.starts_with("web[") && l.ends_with("].p99_latency_ms")),
+        "{names}"
+    );
+
+    let out = m.shadowctl(&["forecast", "regress", "cpu", "--on", "web.rate", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let r: shadow_api::forecast::Regression = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r.y.as_str(), r.on.as_str()),
+        ("host.cpu_utilisation", "web.rate")
+    );
+    assert!(
+        r.n >= 10 && r.slope.is_finite() && r.slope_se.is_finite(),
+        "{r:?}"
+    );
+    assert_eq!(r.at.len(), 3);
+    let table = m.shadowctl(&[
+        "forecast", "regress", "cpu", "--on", "web.rate", "--at", "1000",
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("host.cpu_utilisation = ") && text.contains("1000"),
+        "{text}"
+    );
+    let bad = m.shadowctl(&["forecast", "regress", "cpu", "--on", "nope.rate"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("no history series \"nope.rate\""),
+        "{bad:?}"
+    );
+
+    let out = m.shadowctl(&["predict", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let p: shadow_api::predict::PredictAnswer = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = p.scopes.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"web"), "{names:?}");
+    assert_eq!(p.scopes[0].scope, "host");
+    for s in &p.scopes {
+        assert!(s.probability < p.thresholds.warn, "{s:?}");
+        assert_eq!(s.horizon_s, 1800);
+    }
+    let table = m.shadowctl(&["predict"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("P(FAIL)") && text.contains("service  web"),
+        "{text}"
+    );
+}

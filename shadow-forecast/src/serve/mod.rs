@@ -255,7 +255,7 @@ mod settings_tests {
                 .contains("not a metric")
         );
         assert!(parse_metrics(" , ").unwrap_err().contains("1 to 16"));
-        assert!(parse_models("ets,prophet").unwrap_err().contains("prophet"));
+        assert!(parse_models("ets,tbats").unwrap_err().contains("tbats"));
         assert_eq!(
             parse_models("ets,seasonal_naive,ets").unwrap(),
             [Candidate::Ets, Candidate::SeasonalNaive]

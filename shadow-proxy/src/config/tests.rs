@@ -25,7 +25,7 @@ fn agent_telemetry_and_forecast_tables_are_typed_and_named_in_errors() {
     for (text, key) in [
         ("[agent]\ninterval = \"soon\"\n", "agent.interval"),
         ("[agent]\nadmin = \"nowhere\"\n", "agent.admin"),
-        ("[forecast]\nmodels = [\"prophet\"]\n", "forecast.models"),
+        ("[forecast]\nmodels = [\"tbats\"]\n", "forecast.models"),
         ("[forecast]\nhorizon = 0\n", "forecast.horizon"),
     ] {
         let e = Config::parse("bad.toml", text).unwrap_err().to_string();
