@@ -16,11 +16,11 @@ use anofox_forecast::{
     core::TimeSeries,
     models::{Forecaster, arima::AutoARIMA},
 };
-use augurs_core::{Fit, Predict};
+use augurs_core::Fit;
 use augurs_mstl::{FittedTrendModel, MSTLModel, TrendModel};
 
 use crate::{
-    baseline::{LEVEL, clean, from_augurs, model_err, tail},
+    baseline::{LEVEL, clean, model_err, mstl_forecast, tail},
     error::ForecastError,
     model::{Forecast, Input, Model},
 };
@@ -84,15 +84,14 @@ impl Model for Arima {
 
     fn forecast(&self, input: &Input<'_>, horizon: usize) -> Result<Forecast, ForecastError> {
         input.validate(self.min_history())?;
-        let cleaned = clean(input, self.season);
-        let y = tail(&cleaned, self.max_history);
-        let fitted = MSTLModel::new(vec![self.season], AutoArimaTrend)
-            .fit(y)
-            .map_err(|e| model_err("arima", e))?;
-        let out = fitted
-            .predict(horizon, LEVEL)
-            .map_err(|e| model_err("arima", e))?;
-        from_augurs(input, out)
+        mstl_forecast(
+            "arima",
+            AutoArimaTrend,
+            input,
+            self.season,
+            self.max_history,
+            horizon,
+        )
     }
 }
 

@@ -274,17 +274,34 @@ impl Model for Mstl {
 
     fn forecast(&self, input: &Input<'_>, horizon: usize) -> Result<Forecast, ForecastError> {
         input.validate(self.min_history())?;
-        let cleaned = clean(input, self.season);
-        let y = tail(&cleaned, self.max_history);
         let trend: AutoETSTrendModel = AutoETS::non_seasonal().into_trend_model();
-        let fitted = MSTLModel::new(vec![self.season], trend)
-            .fit(y)
-            .map_err(|e| model_err("mstl", e))?;
-        let out = fitted
-            .predict(horizon, LEVEL)
-            .map_err(|e| model_err("mstl", e))?;
-        from_augurs(input, out)
+        mstl_forecast("mstl", trend, input, self.season, self.max_history, horizon)
     }
+}
+
+/// MSTL with `trend` forecasting the seasonally adjusted series (ETS for
+/// `mstl`, auto-ARIMA for `arima`), on the cleaned newest `max_history`
+/// points of `input`.
+pub(crate) fn mstl_forecast<T>(
+    model: &str,
+    trend: T,
+    input: &Input<'_>,
+    season: usize,
+    max_history: Option<usize>,
+    horizon: usize,
+) -> Result<Forecast, ForecastError>
+where
+    T: augurs_mstl::TrendModel + Sync + Send,
+{
+    let cleaned = clean(input, season);
+    let y = tail(&cleaned, max_history);
+    let fitted = MSTLModel::new(vec![season], trend)
+        .fit(y)
+        .map_err(|e| model_err(model, e))?;
+    let out = fitted
+        .predict(horizon, LEVEL)
+        .map_err(|e| model_err(model, e))?;
+    from_augurs(input, out)
 }
 
 /// The augurs models take no weights, so points weighted out (anomalies)
