@@ -152,6 +152,7 @@ pub struct Detector {
     lo: f64,
     hi: f64,
     since_alarm: usize,
+    raw: f64,
 }
 
 impl Detector {
@@ -168,7 +169,20 @@ impl Detector {
             lo: f64::INFINITY,
             hi: f64::NEG_INFINITY,
             since_alarm: usize::MAX,
+            raw: 0.0,
         }
+    }
+
+    /// The last point's novelty before alerting (0 during warm-up): unlike
+    /// [`Detector::update`]'s output it is not held at 0 after an alert, so
+    /// it says how unusual the present still is.
+    pub fn raw(&self) -> f64 {
+        self.raw
+    }
+
+    /// Points learnt so far.
+    pub fn points(&self) -> usize {
+        self.points
     }
 
     /// One point, in time order; returns the anomaly score in [0, 1].
@@ -198,6 +212,7 @@ impl Detector {
         if warming {
             return 0.0;
         }
+        self.raw = raw;
         let out = if self.since_alarm >= self.settings.rest_points {
             raw
         } else {

@@ -87,11 +87,7 @@ impl Data {
             if lead.is_none_or(|l| !(0..reanchor).contains(&l)) {
                 self.judge = latest.cloned();
             }
-            if let Some(c) = self
-                .judge
-                .as_ref()
-                .and_then(|f| self.watch.observe(name, t, v, f))
-            {
+            if let Some(c) = self.watch.observe(name, t, v, self.judge.as_ref()) {
                 changes.push(c);
             }
             self.grid.push(t, v);

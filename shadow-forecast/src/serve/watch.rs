@@ -1,18 +1,25 @@
-//! Residual anomaly detection on the live grid, and its feedback.
+//! Anomaly detection on the live grid, and its feedback.
 //!
-//! Each completed bin is judged by shadow-forecast's [`Detector`] against
-//! the interval that was forecast for it before it was seen. Flagged
-//! timestamps are remembered (bounded by the grid they index) and become
-//! training weights ([`Watch::weights`]), so the next retrain neither
-//! learns the anomaly as normal nor widens its interval around it. A run
-//! of flagged bins is one [`AnomalyEvent`]: it opens on the first, grows
-//! while they continue and closes on the first normal bin.
+//! Two detectors judge each completed bin:
+//! - the residual [`Detector`] compares it with the interval that was
+//!   forecast for it before it was seen (it needs a forecast);
+//! - the streaming contextual-novelty [`detect::Detector`] (the one scored
+//!   under NAB's scorer in bench/) learns the series' own sequences of
+//!   values and alerts on a continuation it has not seen.
+//!
+//! The bin is anomalous when either flags it, and its score is the larger
+//! of the two. Flagged timestamps are remembered (bounded by the grid they
+//! index) and become training weights ([`Watch::weights`]), so the next
+//! retrain neither learns the anomaly as normal nor widens its interval
+//! around it. A run of flagged bins is one [`AnomalyEvent`]: it opens on
+//! the first, grows while they continue and closes on the first normal bin.
 
 use std::collections::BTreeSet;
 
 use crate::{
     Forecast,
     anomaly::{self, Detector, DetectorConfig},
+    detect::{self, DetectorSettings},
 };
 
 pub use shadow_api::forecast::AnomalyEvent;
@@ -29,6 +36,8 @@ pub enum Change {
 #[derive(Debug, Clone)]
 pub struct Watch {
     detector: Detector,
+    novelty: detect::Detector,
+    novelty_alarm: f64,
     margin: usize,
     flagged: BTreeSet<i64>,
     open: Option<AnomalyEvent>,
@@ -41,8 +50,11 @@ pub struct Watch {
 
 impl Watch {
     pub fn new(cfg: DetectorConfig) -> Self {
+        let novelty = DetectorSettings::default();
         Self {
             detector: Detector::new(cfg),
+            novelty_alarm: novelty.alarm_threshold,
+            novelty: detect::Detector::new(novelty),
             margin: cfg.margin,
             flagged: BTreeSet::new(),
             open: None,
@@ -52,25 +64,34 @@ impl Watch {
         }
     }
 
-    /// Judges the actual `value` of bin `t` against `forecast`, the one
-    /// published before `t` was seen; a bin it does not cover is skipped.
+    /// Judges the actual `value` of bin `t`: the novelty detector always
+    /// (bins arrive once each, in time order), the residual detector against
+    /// `forecast`, the one published before `t` was seen, where it covers
+    /// `t`. Events need that forecast (they carry its expectation).
     pub fn observe(
         &mut self,
         metric: &str,
         t: i64,
         value: f64,
-        forecast: &Forecast,
+        forecast: Option<&Forecast>,
     ) -> Option<Change> {
-        let i = usize::try_from((t - forecast.start) / forecast.step.max(1)).ok()?;
-        if (t - forecast.start) % forecast.step.max(1) != 0 || i >= forecast.len() {
+        let onset = self.novelty.update(t, value) >= self.novelty_alarm;
+        let novelty = self.novelty.raw();
+        let covered = forecast.and_then(|f| {
+            let step = f.step.max(1);
+            let i = usize::try_from((t - f.start) / step).ok()?;
+            ((t - f.start) % step == 0 && i < f.len()).then(|| [f.p10[i], f.p50[i], f.p90[i]])
+        });
+        let Some(expected) = covered else {
+            self.score = novelty;
             return None;
-        }
-        let expected = [forecast.p10[i], forecast.p50[i], forecast.p90[i]];
+        };
         let obs = self
             .detector
             .observe(value, expected[0], expected[1], expected[2]);
-        (self.anomalous, self.score) = (obs.anomalous, obs.score);
-        if !obs.anomalous {
+        let score = obs.score.max(novelty);
+        (self.anomalous, self.score) = (obs.anomalous || onset, score);
+        if !self.anomalous {
             return self.open.take().map(|mut e| {
                 e.open = false;
                 Change::Ended(e)
@@ -81,9 +102,9 @@ impl Watch {
             Some(mut e) => {
                 e.end = t;
                 e.points += 1;
-                if obs.score >= e.peak_score {
+                if score >= e.peak_score {
                     (e.peak_at, e.peak_value, e.expected, e.peak_score) =
-                        (t, value, expected, obs.score);
+                        (t, value, expected, score);
                 }
                 self.open = Some(e.clone());
                 return Some(Change::Grew(e));
@@ -97,7 +118,7 @@ impl Watch {
                 peak_at: t,
                 peak_value: value,
                 expected,
-                peak_score: obs.score,
+                peak_score: score,
             },
         };
         self.events += 1;
@@ -162,7 +183,7 @@ mod tests {
         let changes: Vec<Option<Change>> = values
             .iter()
             .enumerate()
-            .map(|(i, &v)| w.observe("m", i as i64 * 60, v, &f))
+            .map(|(i, &v)| w.observe("m", i as i64 * 60, v, Some(&f)))
             .collect();
         assert!(changes[..2].iter().all(Option::is_none), "{changes:?}");
         assert!(matches!(&changes[2], Some(Change::Began(e)) if e.start == 120));
@@ -173,7 +194,7 @@ mod tests {
         assert!(!e.open && e.expected == [9.0, 10.0, 11.0], "{e:?}");
         assert_eq!(w.events, 1);
         assert!(
-            w.observe("m", 60 * 20, 50.0, &f).is_none(),
+            w.observe("m", 60 * 20, 50.0, Some(&f)).is_none(),
             "past the forecast"
         );
         let imputed = [false, false, false, false, false, false, true];
@@ -183,5 +204,45 @@ mod tests {
         );
         w.prune(150);
         assert!(!w.is_flagged(120) && w.is_flagged(180));
+    }
+
+    #[test]
+    fn a_novel_pattern_inside_the_interval_is_flagged_by_the_novelty_detector() {
+        // An interval so wide the residual detector never fires, and a
+        // series that repeats a cycle and then jumps to a level it never had.
+        let n = 1200;
+        let wide = Forecast {
+            start: 0,
+            step: 60,
+            p10: vec![-1000.0; n],
+            p50: vec![10.0; n],
+            p90: vec![1000.0; n],
+        };
+        let mut w = Watch::new(DetectorConfig::default());
+        let mut began = None;
+        for i in 0..n {
+            let v = if i < 1000 {
+                10.0 + 5.0 * (std::f64::consts::TAU * (i % 50) as f64 / 50.0).sin()
+            } else {
+                60.0
+            };
+            let change = w.observe("m", i as i64 * 60, v, Some(&wide));
+            if let Some(Change::Began(e)) = change {
+                assert!(i >= 1000, "false alarm at {i}: {e:?}");
+                began.get_or_insert(i);
+            }
+        }
+        let at = began.expect("the jump opens an event");
+        assert!(at < 1003, "flagged late, at {at}");
+        assert!(w.is_flagged(at as i64 * 60));
+        // Without a forecast the novelty score still moves, and no event
+        // is opened (an event carries the forecast's expectation).
+        let mut bare = Watch::new(DetectorConfig::default());
+        for i in 0..1000 {
+            let v = 10.0 + 5.0 * (std::f64::consts::TAU * (i % 50) as f64 / 50.0).sin();
+            assert!(bare.observe("m", i * 60, v, None).is_none());
+        }
+        assert!(bare.observe("m", 60_000, 60.0, None).is_none());
+        assert!(bare.score >= 0.75, "novelty score {}", bare.score);
     }
 }
