@@ -51,6 +51,10 @@ pub struct BlockSeries {
     pub latency_ns: Hist,
     /// Its count is the number of requests, its sum the bytes moved.
     pub size_bytes: Hist,
+    /// Requests the driver completed with an error (counted in the
+    /// histograms too).
+    #[serde(default)]
+    pub errors: u64,
 }
 
 /// Per remote endpoint.

@@ -180,18 +180,23 @@ const _: () = assert!(core::mem::size_of::<BlockKey>() == 8);
 
 /// Value of `BLOCK_STATS`: latency in nanoseconds and request size in bytes.
 /// The size histogram's count is the IOPS counter and its sum the byte counter.
+/// `errors` counts the requests the driver completed with an error (the
+/// tracepoint's `error` field non-zero, e.g. -EIO or -ENOSPC); they are in
+/// the histograms too.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockStats {
     pub latency_ns: Log2Hist,
     pub size_bytes: Log2Hist,
+    pub errors: u64,
 }
-const _: () = assert!(core::mem::size_of::<BlockStats>() == 2 * 520);
+const _: () = assert!(core::mem::size_of::<BlockStats>() == 2 * 520 + 8);
 
 impl BlockStats {
     pub const ZERO: Self = Self {
         latency_ns: Log2Hist::ZERO,
         size_bytes: Log2Hist::ZERO,
+        errors: 0,
     };
 }
 
@@ -310,6 +315,7 @@ pub struct TracepointOffsets {
     // block:block_rq_complete
     pub complete_dev: u32,
     pub complete_sector: u32,
+    pub complete_error: u32,
     // tcp:tcp_probe
     pub probe_daddr: u32,
     pub probe_sport: u32,
@@ -337,7 +343,7 @@ pub struct TracepointOffsets {
     pub len_protocol: u32,
     pub len_ret: u32,
 }
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 28 * 4);
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 29 * 4);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -1,6 +1,7 @@
-//! Block-I/O latency and size: `block:block_rq_issue` stamps a request by
-//! (device, sector); `block:block_rq_complete` finds the stamp and records the
-//! latency and size into the (device, operation) histograms.
+//! Block-I/O latency, size and errors: `block:block_rq_issue` stamps a
+//! request by (device, sector); `block:block_rq_complete` finds the stamp and
+//! records the latency and size into the (device, operation) histograms, and
+//! counts the request as an error when the driver failed it.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -14,7 +15,7 @@ use shadow_common::{
     block_op_from_rwbs, stat,
 };
 
-use crate::shared::{ZERO_BLOCK, count, hist_record, offsets, read};
+use crate::shared::{ZERO_BLOCK, atomic_add, count, hist_record, offsets, read};
 
 #[map]
 static BLOCK_START: LruHashMap<BlockStartKey, BlockStart> =
@@ -69,6 +70,7 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i64> {
     let off = offsets();
     let dev: u32 = read(ctx, off.complete_dev)?;
     let sector: u64 = read(ctx, off.complete_sector)?;
+    let error: i32 = read(ctx, off.complete_error)?;
     let key = BlockStartKey {
         dev,
         _pad: 0,
@@ -96,6 +98,9 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i64> {
     unsafe {
         hist_record(&raw mut (*stats).latency_ns, latency);
         hist_record(&raw mut (*stats).size_bytes, u64::from(start.bytes));
+        if error != 0 {
+            atomic_add(&raw mut (*stats).errors, 1);
+        }
     }
     Ok(())
 }

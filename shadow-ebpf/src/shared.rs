@@ -17,6 +17,7 @@ static TP_OFFSETS: Global<TracepointOffsets> = Global::new(TracepointOffsets {
     issue_rwbs: 0,
     complete_dev: 0,
     complete_sector: 0,
+    complete_error: 0,
     probe_daddr: 0,
     probe_sport: 0,
     probe_dport: 0,

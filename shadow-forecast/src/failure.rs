@@ -62,6 +62,11 @@ pub struct Signals {
     pub hardware: f64,
     /// Block I/Os of 67 ms or more per second (the kernel's latency outliers).
     pub slow_ios: f64,
+    /// Block I/Os the driver failed, per second. One weighs as much as 10
+    /// latency outliers in the `block_io` feature: a disk that returns
+    /// errors is further gone than one that is slow.
+    #[serde(default)]
+    pub io_errors: f64,
     /// How far the load is above its forecast P90, as a share of it (0
     /// within).
     pub spike: f64,
@@ -82,7 +87,9 @@ impl Signals {
             finite(self.error_rate).clamp(0.0, 1.0),
             finite(self.latency_ratio).max(1.0).ln().min(3.0),
             finite(self.hardware).clamp(0.0, 1.5),
-            finite(self.slow_ios).max(0.0).ln_1p().min(5.0),
+            (finite(self.slow_ios).max(0.0) + 10.0 * finite(self.io_errors).max(0.0))
+                .ln_1p()
+                .min(5.0),
             finite(self.spike).clamp(0.0, 3.0),
             // The MTBF-style chance of an incident within H from the rate alone.
             1.0 - (-finite(self.incidents_per_day).max(0.0) * h / 86_400.0).exp(),

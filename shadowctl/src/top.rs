@@ -185,6 +185,7 @@ mod tests {
             op: "write".into(),
             latency_ns: Hist::from(k),
             size_bytes: Hist::from(k),
+            errors: 0,
         };
         let mut v1 = View {
             timestamp: 1_000,

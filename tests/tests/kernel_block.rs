@@ -133,3 +133,86 @@ fn o_direct_io_on_a_loop_device_gives_matching_counts_and_bytes() {
     drop(file);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn writes_the_driver_fails_are_counted_as_block_io_errors() {
+    let Some(_kernel) = kernel_test("writes_the_driver_fails_are_counted_as_block_io_errors")
+    else {
+        return;
+    };
+    // A real failing disk: a loop device whose 64 MiB backing file lives
+    // on a 1 MiB tmpfs, so once the tmpfs is full the loop driver completes
+    // each further write with -ENOSPC (block:block_rq_complete's `error`).
+    let dir = std::env::temp_dir().join(format!("shadow-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let mount = Mount(dir.clone());
+    let backing = dir.join("disk.img");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let dev = LoopDev(
+        sh("losetup", &["--find", "--show", backing.to_str().unwrap()])
+            .trim()
+            .to_owned(),
+    );
+    let name = dev.0.trim_start_matches("/dev/").to_owned();
+
+    let agent = Agent::start("block-errors");
+    let before = agent.fresh_view();
+    let counts = |v: &shadow_proxy::kernel::view::View| {
+        v.kernel
+            .block(&name, "write")
+            .map_or((0, 0), |b| (b.size_bytes.count(), b.errors))
+    };
+    let (w0, e0) = counts(&before);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&dev.0)
+        .expect("open loop device with O_DIRECT");
+    // One page per write (one request each), 16 KiB apart over 8 MiB:
+    // about the first 1 MiB fits, the rest fails.
+    let mut buf = Aligned::new(WRITE_SIZE, 0xcd);
+    let mut failed = 0u64;
+    for i in 0..WRITES * 2 {
+        if file.write_all_at(buf.as_mut(), i * 16_384).is_err() {
+            failed += 1;
+        }
+    }
+    assert!(
+        failed > 0 && failed < WRITES * 2,
+        "{failed} of {} writes failed: the tmpfs should fill part way",
+        WRITES * 2
+    );
+    let after = agent.wait_for(Duration::from_secs(10), |v| counts(v).0 >= w0 + WRITES * 2);
+    let (w1, e1) = counts(&after);
+    assert_eq!(w1 - w0, WRITES * 2, "write requests on {name}");
+    assert_eq!(e1 - e0, failed, "failed writes counted as errors on {name}");
+    let page = agent.get("/metrics");
+    let line = format!("shadow_block_io_errors_total{{device=\"{name}\",op=\"write\"}} {e1}");
+    assert!(page.contains(&line), "missing {line:?} in /metrics");
+    drop(file);
+    drop(dev);
+    drop(mount);
+}

@@ -112,6 +112,7 @@ fn derived_series(
     let requests = |s: &KernelSnapshot| s.block.iter().map(|b| b.size_bytes.count()).sum::<u64>();
     let bytes = |s: &KernelSnapshot| s.block.iter().map(|b| b.size_bytes.sum).sum::<u64>();
     let connects = |s: &KernelSnapshot| s.endpoints.iter().map(|e| e.connections).sum::<u64>();
+    let errors = |s: &KernelSnapshot| s.block.iter().map(|b| b.errors).sum::<u64>();
     let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
     // Block latency this interval, every device and op together: its p99,
     // and the outliers (I/Os of at least 2^26 ns, 67 ms) per second, the
@@ -134,6 +135,10 @@ fn derived_series(
         (
             "block.bytes_per_second".into(),
             rate(bytes(kernel), bytes(before)),
+        ),
+        (
+            "block.errors_per_second".into(),
+            rate(errors(kernel), errors(before)),
         ),
         (
             "tcp.connections_per_second".into(),
@@ -171,7 +176,7 @@ mod tests {
     use super::*;
     use crate::kernel::snapshot::BlockSeries;
 
-    fn block(latency_buckets: &[(usize, u64)]) -> KernelSnapshot {
+    fn block(latency_buckets: &[(usize, u64)], errors: u64) -> KernelSnapshot {
         let mut latency_ns = Hist::default();
         for &(i, n) in latency_buckets {
             latency_ns.buckets[i] = n;
@@ -183,6 +188,7 @@ mod tests {
                 op: "write".into(),
                 latency_ns,
                 size_bytes: Hist::default(),
+                errors,
             }],
             ..KernelSnapshot::default()
         }
@@ -191,12 +197,13 @@ mod tests {
     #[test]
     fn block_latency_p99_and_slow_ios_come_from_the_interval_only() {
         // Before: 100 fast I/Os (2^16 ns) and 5 slow ones (2^27 ns).
-        let before = block(&[(16, 100), (27, 5)]);
+        let before = block(&[(16, 100), (27, 5)], 3);
         // Since: 98 more fast, 2 more slow (2^28 ns, 268 ms).
-        let now = block(&[(16, 198), (27, 5), (28, 2)]);
+        let now = block(&[(16, 198), (27, 5), (28, 2)], 7);
         let d = derived_series(Some(&(1_000, before)), 3_000, &now);
         let get = |k: &str| d.iter().find(|(m, _)| m == k).map(|p| p.1);
         assert_eq!(get("block.slow_ios_per_second"), Some(1.0), "{d:?}");
+        assert_eq!(get("block.errors_per_second"), Some(2.0), "{d:?}");
         // p99 of the interval's 100 I/Os is a slow one: bucket 28's bound.
         let p99 = get("block.latency_p99_ms").unwrap();
         assert!(

@@ -123,11 +123,13 @@ impl Predictor {
         now: i64,
     ) {
         let slow_ios = last(history, "block.slow_ios_per_second").unwrap_or(0.0);
+        let io_errors = last(history, "block.errors_per_second").unwrap_or(0.0);
         let services = Self::services(history);
         let mut scopes: Vec<(String, String, Signals, Vec<String>)> = Vec::new();
         let mut host = Signals {
             hardware: hardware.unwrap_or(0.0),
             slow_ios,
+            io_errors,
             incidents_per_day: failure::incident_rate(
                 &self.settings.incidents,
                 &self.server_id,
@@ -145,6 +147,7 @@ impl Predictor {
             let mut s = Signals {
                 hardware: host.hardware,
                 slow_ios,
+                io_errors,
                 incidents_per_day: failure::incident_rate(
                     &self.settings.incidents,
                     &self.server_id,
@@ -376,7 +379,10 @@ fn describe(signal: &str, s: &Signals, detail: &[String]) -> String {
             "a sensor {:.0} % of the way to its limit",
             100.0 * s.hardware
         ),
-        "block_io" => format!("{:.2} slow block I/Os per second", s.slow_ios),
+        "block_io" => format!(
+            "{:.2} slow and {:.2} failed block I/Os per second",
+            s.slow_ios, s.io_errors
+        ),
         "history" => format!("{:.2} past incidents a day", s.incidents_per_day),
         _ => String::new(),
     }

@@ -94,6 +94,13 @@ pub fn render(snapshot: &KernelSnapshot, max_endpoints: usize, out: &mut String)
         &block,
         |b| b.size_bytes.sum,
     );
+    counter_family(
+        out,
+        names::BLOCK_ERRORS,
+        "Block I/O requests the driver completed with an error.",
+        &block,
+        |b| b.errors,
+    );
 
     let endpoints = bounded_endpoints(&snapshot.endpoints, max_endpoints);
     let eps: Vec<(Vec<(&str, &str)>, &EndpointSeries)> = endpoints

@@ -102,6 +102,7 @@ fn block_series(k: BlockKey, v: &BlockStats, devices: &mut DeviceNames) -> Block
             .to_owned(),
         latency_ns: Hist::from(&v.latency_ns),
         size_bytes: Hist::from(&v.size_bytes),
+        errors: v.errors,
     }
 }
 

@@ -218,6 +218,7 @@ pub fn telemetry_offsets(
         issue_rwbs: rwbs_offset(&issue)?,
         complete_dev: complete.offset("dev", &[4])?,
         complete_sector: complete.offset("sector", &[8])?,
+        complete_error: complete.offset("error", &[4])?,
         probe_daddr: probe.offset("daddr", &[28])?,
         probe_sport: probe.offset("sport", &[2])?,
         probe_dport: probe.offset("dport", &[2])?,

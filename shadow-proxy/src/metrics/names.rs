@@ -5,6 +5,7 @@ pub const BLOCK_LATENCY: &str = "shadow_block_io_latency_seconds";
 pub const BLOCK_SIZE: &str = "shadow_block_io_size_bytes";
 pub const BLOCK_REQUESTS: &str = "shadow_block_io_requests_total";
 pub const BLOCK_BYTES: &str = "shadow_block_io_bytes_total";
+pub const BLOCK_ERRORS: &str = "shadow_block_io_errors_total";
 pub const TCP_SRTT: &str = "shadow_tcp_srtt_seconds";
 pub const TCP_CONNECT: &str = "shadow_tcp_connect_latency_seconds";
 pub const TCP_LIFETIME: &str = "shadow_tcp_connection_lifetime_seconds";
