@@ -55,6 +55,8 @@ pub struct Args {
     /// Seconds one statsforecast/Prophet fit may take before it is stopped
     /// and recorded as timed out.
     pub py_fit_timeout: f64,
+    /// Earlier baselines.py outputs to read instead of running it.
+    pub py_results: Vec<PathBuf>,
 }
 
 /// Selection warm-up folds before the first test fold.
@@ -130,7 +132,12 @@ pub fn run(args: &Args) -> Result<()> {
     let mut all: Vec<(String, Results, BTreeMap<String, String>)> = Vec::new();
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     // The Python baselines run on the other core while ours are evaluated.
-    let python = if args.python {
+    let python = if !args.py_results.is_empty() {
+        Some(PythonRun {
+            child: None,
+            outs: args.py_results.clone(),
+        })
+    } else if args.python {
         Some(start_python(&cases, &args.py_models, args.py_fit_timeout)?)
     } else {
         None
@@ -422,8 +429,9 @@ fn evaluate(
 }
 
 struct PythonRun {
-    child: std::process::Child,
-    out: PathBuf,
+    /// None when earlier results are read instead.
+    child: Option<std::process::Child>,
+    outs: Vec<PathBuf>,
 }
 
 fn start_python(cases: &[Case], models: &[String], fit_timeout: f64) -> Result<PythonRun> {
@@ -468,7 +476,10 @@ fn start_python(cases: &[Case], models: &[String], fit_timeout: f64) -> Result<P
         .stderr(log)
         .spawn()
         .context("running bench/python/baselines.py")?;
-    Ok(PythonRun { child, out })
+    Ok(PythonRun {
+        child: Some(child),
+        outs: vec![out],
+    })
 }
 
 fn finish_python(
@@ -477,24 +488,46 @@ fn finish_python(
     all: &mut [(String, Results, BTreeMap<String, String>)],
     seconds: &mut BTreeMap<String, f64>,
 ) -> Result<Vec<String>> {
-    eprintln!(
-        "waiting for statsforecast and Prophet (progress: {})",
-        run.out.with_file_name("baselines.log").display()
-    );
-    let status = run.child.wait()?;
-    if !status.success() {
-        bail!(
-            "bench/python/baselines.py failed: {status} (see {})",
-            run.out.with_file_name("baselines.log").display()
+    if let Some(child) = &mut run.child {
+        let log = run.outs[0].with_file_name("baselines.log");
+        eprintln!(
+            "waiting for statsforecast and Prophet (progress: {})",
+            log.display()
         );
+        let status = child.wait()?;
+        if !status.success() {
+            bail!(
+                "bench/python/baselines.py failed: {status} (see {})",
+                log.display()
+            );
+        }
     }
-    let out = run.out;
-    let v: Value = serde_json::from_slice(&std::fs::read(&out)?)?;
+    // One result per (series, model, origin): a forecast beats an error,
+    // and a later file beats an earlier one.
+    let mut merged: BTreeMap<(String, String, u64), Value> = BTreeMap::new();
+    for out in &run.outs {
+        let v: Value = serde_json::from_slice(
+            &std::fs::read(out).with_context(|| format!("reading {}", out.display()))?,
+        )
+        .with_context(|| format!("{}: not baselines.py output", out.display()))?;
+        for r in v["results"]
+            .as_array()
+            .with_context(|| format!("{}: no results", out.display()))?
+        {
+            let key = (
+                r["series"].as_str().unwrap_or("").to_owned(),
+                r["model"].as_str().unwrap_or("").to_owned(),
+                r["origin"].as_u64().unwrap_or(0),
+            );
+            let keep_old =
+                r["error"].is_string() && merged.get(&key).is_some_and(|o| !o["error"].is_string());
+            if !keep_old {
+                merged.insert(key, r.clone());
+            }
+        }
+    }
     let mut errors = Vec::new();
-    for r in v["results"]
-        .as_array()
-        .context("forecasts.json: no results")?
-    {
+    for r in merged.values() {
         let (name, model, origin) = (
             r["series"].as_str().unwrap_or(""),
             r["model"].as_str().unwrap_or(""),
@@ -810,6 +843,18 @@ fn render(
                 format!(" --py-models {}", args.py_models.join(","))
             },
             format!(" --py-fit-timeout {}", args.py_fit_timeout),
+            if args.py_results.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " --py-results {}",
+                    args.py_results
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            },
         ]
         .concat(),
         args.folds,
@@ -828,10 +873,9 @@ fn render(
     let complete: Vec<&(String, Results, BTreeMap<String, String>)> = all
         .iter()
         .filter(|a| {
-            models
+            ["shadow", "py:AutoARIMA"]
                 .iter()
-                .filter(|m| *m == "shadow" || m.starts_with("py:"))
-                .all(|m| !a.1.contains_key(m) || a.1.get(m).and_then(|f| row(f)).is_some())
+                .all(|m| !a.1.contains_key(*m) || a.1.get(*m).and_then(|f| row(f)).is_some())
         })
         .collect();
     let naive_geo = geomean_of(&complete, "seasonal_naive");
@@ -870,7 +914,7 @@ fn render(
         .count();
     let _ = writeln!(
         s,
-        "\nSeries where shadow and every statsforecast/Prophet model scored all folds: {} of {}; any other series is left out of the summary (shadow's own candidates are averaged over the same series, where they ran).",
+        "\nSeries where shadow and AutoARIMA scored every test fold: {} of {}; any other series is left out of the summary. Every other model is averaged over those series where it gave a forecast for every fold (its `series` column), so compare geomeans only at equal counts; the per-series ratio to the best peer uses the peers that answered there.",
         complete.len(),
         cases.len()
     );
@@ -1016,7 +1060,7 @@ fn render_nab(s: &mut String, n: &Nab) {
         s,
         "## Anomaly detector under NAB's scorer\n\n{} NAB files streamed through the agent's streaming contextual-novelty detector \
          (`shadow_forecast::detect`, default settings, the same for every file: 6 levels over the warm-up range, contexts up to 12 symbols, \
-         400 warm-up points, alert at 0.75 then 120 points of rest); {} alerts; {:.1} µs per point. \
+         two days of warm-up (the value range), alert at 0.75 then 120 points of rest); {} alerts; {:.1} µs per point. \
          Causal: each score depends only on the points before it. In the agent the same detector runs per metric next to the residual \
          (forecast-interval) detector, and either flags a bin for the feedback loop.\n",
         n.files, n.flagged, n.per_point_us

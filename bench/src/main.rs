@@ -92,6 +92,11 @@ enum Command {
         /// stopped and recorded as timed out (0: no limit).
         #[arg(long, default_value_t = 600.0)]
         py_fit_timeout: f64,
+        /// Read statsforecast/Prophet results from these baselines.py output
+        /// files (comma-separated) instead of running it; where files give
+        /// the same fit, a result beats an error and a later file wins.
+        #[arg(long, value_delimiter = ',')]
+        py_results: Vec<PathBuf>,
     },
     /// Forecasts across level shifts and saturation spliced into real series,
     /// and how often the regime guard fires on the unmodified ones.
@@ -152,6 +157,7 @@ fn main() -> Result<()> {
             nab_only,
             timing_only,
             py_fit_timeout,
+            py_results,
         } => forecast::run(&forecast::Args {
             data,
             report,
@@ -166,6 +172,7 @@ fn main() -> Result<()> {
             nab_only,
             timing_only,
             py_fit_timeout,
+            py_results,
         }),
         Command::Regime { data, report, days } => regime::run(&data, &report, days),
         Command::Failure {

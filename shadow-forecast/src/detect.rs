@@ -1,7 +1,8 @@
 //! Streaming contextual-novelty anomaly detector.
 //!
 //! Each value is quantised into a small alphabet whose bin width is learnt
-//! during a warm-up period and then frozen (values outside the learnt range
+//! during a warm-up period (two days by default, so the range spans two
+//! daily cycles whatever the sampling step) and then frozen (values outside the learnt range
 //! fall into new bins, so old contexts stay valid). For every context order
 //! `0..=max_order` (the previous `k` symbols) the detector asks whether the
 //! continuation "context + current symbol" has been seen before. An unseen
@@ -31,8 +32,11 @@ pub struct DetectorSettings {
     pub resolutions: Vec<u32>,
     /// Longest context, in previous symbols.
     pub max_order: usize,
-    /// Points used to learn the value range (scores are 0 meanwhile).
-    pub warmup: usize,
+    /// Time, in the stream's own timestamps (seconds), over which the value
+    /// range is learnt (scores are 0 meanwhile).
+    pub warmup_s: i64,
+    /// At least this many points are learnt, however long they take.
+    pub warmup_points: usize,
     /// Score at which an alert is raised and the rest period starts.
     pub alarm_threshold: f64,
     /// Points after an alert during which the output is 0.
@@ -46,7 +50,8 @@ impl Default for DetectorSettings {
         Self {
             resolutions: vec![6],
             max_order: 12,
-            warmup: 400,
+            warmup_s: 2 * 86_400,
+            warmup_points: 100,
             alarm_threshold: 0.75,
             rest_points: 120,
             max_contexts: 200_000,
@@ -149,6 +154,9 @@ pub struct Detector {
     settings: DetectorSettings,
     channels: Vec<Channel>,
     points: usize,
+    /// The first timestamp and the latest one, for the warm-up.
+    first: Option<i64>,
+    latest: i64,
     lo: f64,
     hi: f64,
     since_alarm: usize,
@@ -166,6 +174,8 @@ impl Detector {
             channels: res.into_iter().map(Channel::new).collect(),
             settings,
             points: 0,
+            first: None,
+            latest: i64::MIN,
             lo: f64::INFINITY,
             hi: f64::NEG_INFINITY,
             since_alarm: usize::MAX,
@@ -187,15 +197,19 @@ impl Detector {
 
     /// One point, in time order; returns the anomaly score in [0, 1].
     ///
-    /// The timestamp is not used (the method works on the sequence of values),
-    /// so irregular sampling is accepted; non-finite values score 0 and are
-    /// not learnt.
-    pub fn update(&mut self, _timestamp: i64, value: f64) -> f64 {
+    /// The timestamp only times the warm-up (the method works on the
+    /// sequence of values), so irregular sampling is accepted; a timestamp
+    /// that goes backwards does not extend it. Non-finite values score 0 and
+    /// are not learnt.
+    pub fn update(&mut self, timestamp: i64, value: f64) -> f64 {
         if !value.is_finite() {
             return 0.0;
         }
         self.points = self.points.saturating_add(1);
-        let warming = self.points <= self.settings.warmup;
+        let first = *self.first.get_or_insert(timestamp);
+        self.latest = self.latest.max(timestamp);
+        let warming = self.points <= self.settings.warmup_points
+            || self.latest.saturating_sub(first) < self.settings.warmup_s;
         if warming {
             self.lo = self.lo.min(value);
             self.hi = self.hi.max(value);
@@ -285,7 +299,7 @@ mod tests {
         let mut best: f64 = 0.0;
         for i in 0..3000 {
             let base = if i < 2000 { 5.0 } else { 15.0 };
-            let s = d.update(i as i64 * 60, base + noise(&mut rng) + noise(&mut rng));
+            let s = d.update(i as i64 * 120, base + noise(&mut rng) + noise(&mut rng));
             if (2000..2010).contains(&i) {
                 best = best.max(s);
             }

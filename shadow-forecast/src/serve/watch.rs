@@ -209,11 +209,12 @@ mod tests {
     #[test]
     fn a_novel_pattern_inside_the_interval_is_flagged_by_the_novelty_detector() {
         // An interval so wide the residual detector never fires, and a
-        // series that repeats a cycle and then jumps to a level it never had.
+        // series that repeats a cycle and then jumps to a level it never had
+        // (5-minute bins: the novelty detector's two-day warm-up is 576).
         let n = 1200;
         let wide = Forecast {
             start: 0,
-            step: 60,
+            step: 300,
             p10: vec![-1000.0; n],
             p50: vec![10.0; n],
             p90: vec![1000.0; n],
@@ -226,7 +227,7 @@ mod tests {
             } else {
                 60.0
             };
-            let change = w.observe("m", i as i64 * 60, v, Some(&wide));
+            let change = w.observe("m", i as i64 * 300, v, Some(&wide));
             if let Some(Change::Began(e)) = change {
                 assert!(i >= 1000, "false alarm at {i}: {e:?}");
                 began.get_or_insert(i);
@@ -234,15 +235,15 @@ mod tests {
         }
         let at = began.expect("the jump opens an event");
         assert!(at < 1003, "flagged late, at {at}");
-        assert!(w.is_flagged(at as i64 * 60));
+        assert!(w.is_flagged(at as i64 * 300));
         // Without a forecast the novelty score still moves, and no event
         // is opened (an event carries the forecast's expectation).
         let mut bare = Watch::new(DetectorConfig::default());
         for i in 0..1000 {
             let v = 10.0 + 5.0 * (std::f64::consts::TAU * (i % 50) as f64 / 50.0).sin();
-            assert!(bare.observe("m", i * 60, v, None).is_none());
+            assert!(bare.observe("m", i * 300, v, None).is_none());
         }
-        assert!(bare.observe("m", 60_000, 60.0, None).is_none());
+        assert!(bare.observe("m", 300_000, 60.0, None).is_none());
         assert!(bare.score >= 0.75, "novelty score {}", bare.score);
     }
 }
