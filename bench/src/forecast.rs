@@ -820,7 +820,7 @@ fn render(
     let _ = writeln!(s, "# Forecast evaluation\n");
     let _ = writeln!(
         s,
-        "Command: `cargo xtask bench-forecast` (= `shadow-bench forecast --data {} --folds {} --epochs {}{}`). \
+        "Command: `cargo xtask bench-forecast --data {} -- --folds {} --epochs {}{}` (`shadow-bench forecast` with those arguments). \
          Rolling origin: {} test folds of one day (at most an eighth of the series) per series, each forecast from all history before it; \
          shadow's selection sees only the {WARMUP} folds before each test fold. MASE is scaled by the in-sample seasonal naive MAE of each fold's training part. \
          `py:` models are statsforecast 2.1.1 and Prophet 1.5.0 on the same splits. Generated {}.\n",
