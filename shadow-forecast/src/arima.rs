@@ -172,15 +172,9 @@ impl FittedTrendModel for FittedArima {
 mod tests {
     use super::*;
 
+    /// The test series on a grid of 3600 s steps.
     fn input(values: &[f64]) -> Input<'_> {
-        Input {
-            name: "t",
-            values,
-            start: 0,
-            step: 3600,
-            related: None,
-            weights: None,
-        }
+        Input::new("t", values, 0, 3600)
     }
 
     /// A simulated ARIMA(1,1,0) plus a daily season: the search must find

@@ -365,15 +365,9 @@ pub(crate) fn from_augurs(
 mod tests {
     use super::*;
 
+    /// The test series on a grid of 60 s steps.
     fn input(values: &[f64]) -> Input<'_> {
-        Input {
-            name: "t",
-            values,
-            start: 0,
-            step: 60,
-            related: None,
-            weights: None,
-        }
+        Input::new("t", values, 0, 60)
     }
 
     #[test]

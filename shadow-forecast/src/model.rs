@@ -24,6 +24,19 @@ pub struct Input<'a> {
 }
 
 impl<'a> Input<'a> {
+    /// `values` on a regular grid from `start` every `step` seconds, with
+    /// no related series and no weights.
+    pub fn new(name: &'a str, values: &'a [f64], start: i64, step: i64) -> Self {
+        Self {
+            name,
+            values,
+            start,
+            step,
+            related: None,
+            weights: None,
+        }
+    }
+
     pub fn from_series(s: &'a Series) -> Self {
         Self {
             name: &s.name,

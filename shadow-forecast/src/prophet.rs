@@ -252,15 +252,9 @@ impl Model for Prophet {
 mod tests {
     use super::*;
 
+    /// The test series on a grid of 3600 s steps.
     fn input(values: &[f64]) -> Input<'_> {
-        Input {
-            name: "t",
-            values,
-            start: 0,
-            step: 3600,
-            related: None,
-            weights: None,
-        }
+        Input::new("t", values, 0, 3600)
     }
 
     #[test]

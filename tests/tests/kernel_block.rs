@@ -12,6 +12,25 @@ const READ_SIZE: usize = 8192;
 
 struct LoopDev(String);
 
+impl LoopDev {
+    /// A loop device over a new 64 MiB sparse file in `dir`, and its name
+    /// (`loop0`).
+    fn over_sparse_file(dir: &std::path::Path) -> (Self, String) {
+        let backing = dir.join("disk.img");
+        std::fs::File::create(&backing)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let dev = LoopDev(
+            sh("losetup", &["--find", "--show", backing.to_str().unwrap()])
+                .trim()
+                .to_owned(),
+        );
+        let name = dev.0.trim_start_matches("/dev/").to_owned();
+        (dev, name)
+    }
+}
+
 impl Drop for LoopDev {
     fn drop(&mut self) {
         let _ = std::process::Command::new("losetup")
@@ -57,17 +76,7 @@ fn o_direct_io_on_a_loop_device_gives_matching_counts_and_bytes() {
     };
     let dir = std::env::temp_dir().join(format!("shadow-loop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let backing = dir.join("disk.img");
-    std::fs::File::create(&backing)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let dev = LoopDev(
-        sh("losetup", &["--find", "--show", backing.to_str().unwrap()])
-            .trim()
-            .to_owned(),
-    );
-    let name = dev.0.trim_start_matches("/dev/").to_owned();
+    let (dev, name) = LoopDev::over_sparse_file(&dir);
 
     let agent = Agent::start("block");
     let before = agent.fresh_view();
@@ -166,17 +175,7 @@ fn writes_the_driver_fails_are_counted_as_block_io_errors() {
         ],
     );
     let mount = Mount(dir.clone());
-    let backing = dir.join("disk.img");
-    std::fs::File::create(&backing)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let dev = LoopDev(
-        sh("losetup", &["--find", "--show", backing.to_str().unwrap()])
-            .trim()
-            .to_owned(),
-    );
-    let name = dev.0.trim_start_matches("/dev/").to_owned();
+    let (dev, name) = LoopDev::over_sparse_file(&dir);
 
     let agent = Agent::start("block-errors");
     let before = agent.fresh_view();
