@@ -721,7 +721,7 @@ fn nab_detection(cases: &[Case], args: &Args) -> Result<Nab> {
             let when =
                 parse_timestamp(ts).with_context(|| format!("{}: bad time {ts:?}", case.rel))?;
             let score = det.update(when, value.trim().parse().unwrap_or(f64::NAN));
-            alerts += usize::from(score >= DetectorSettings::default().alarm_threshold);
+            alerts += usize::from(score >= det.settings().alarm_threshold);
             points += 1;
             let _ = writeln!(csv, "{ts},{value},{score:.6}");
         }

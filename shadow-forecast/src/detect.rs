@@ -190,6 +190,10 @@ impl Detector {
         self.raw
     }
 
+    pub fn settings(&self) -> &DetectorSettings {
+        &self.settings
+    }
+
     /// Points learnt so far.
     pub fn points(&self) -> usize {
         self.points

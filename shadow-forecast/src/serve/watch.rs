@@ -37,7 +37,6 @@ pub enum Change {
 pub struct Watch {
     detector: Detector,
     novelty: detect::Detector,
-    novelty_alarm: f64,
     margin: usize,
     flagged: BTreeSet<i64>,
     open: Option<AnomalyEvent>,
@@ -50,11 +49,9 @@ pub struct Watch {
 
 impl Watch {
     pub fn new(cfg: DetectorConfig) -> Self {
-        let novelty = DetectorSettings::default();
         Self {
             detector: Detector::new(cfg),
-            novelty_alarm: novelty.alarm_threshold,
-            novelty: detect::Detector::new(novelty),
+            novelty: detect::Detector::new(DetectorSettings::default()),
             margin: cfg.margin,
             flagged: BTreeSet::new(),
             open: None,
@@ -75,7 +72,7 @@ impl Watch {
         value: f64,
         forecast: Option<&Forecast>,
     ) -> Option<Change> {
-        let onset = self.novelty.update(t, value) >= self.novelty_alarm;
+        let onset = self.novelty.update(t, value) >= self.novelty.settings().alarm_threshold;
         let novelty = self.novelty.raw();
         let covered = forecast.and_then(|f| {
             let step = f.step.max(1);
