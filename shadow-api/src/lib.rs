@@ -10,6 +10,7 @@
 //! | [`history`] | `GET /api/v1/history`: `PerformanceData` |
 //! | [`forecast`] | `GET /v1/forecast...`: status, `PredictionData`, anomaly events |
 //! | [`predict`] | `GET /v1/predict`: failure probabilities, levels, contributing signals |
+//! | [`provision`] | `GET /v1/provision/...`, `/v1/whatif`: plans, decisions, the pool, what-if |
 //! | [`duration`] | `500ms`, `30s`, `5m`, `1h` as the flags and queries take them |
 //!
 //! | [`mirror`] | `GET /v1/mirror`, `GET /v1/diff`: shadowing status and verdicts |
@@ -25,6 +26,7 @@ pub mod history;
 pub mod kernel;
 pub mod mirror;
 pub mod predict;
+pub mod provision;
 #[cfg(feature = "recording")]
 pub mod recording;
 pub mod routes;

@@ -36,6 +36,17 @@ pub const REGRESS: &str = "/v1/regress";
 pub const PREDICT: &str = "/v1/predict";
 /// Their level changes, oldest first.
 pub const PREDICT_EVENTS: &str = "/v1/predict/events";
+/// Current vs desired capacity per control loop ([`crate::provision::Plan`]).
+pub const PROVISION_PLAN: &str = "/v1/provision/plan";
+/// Every decision, oldest first ([`crate::provision::Events`]).
+pub const PROVISION_EVENTS: &str = "/v1/provision/events";
+/// The capacity pool ([`crate::provision::Pool`]).
+pub const PROVISION_POOL: &str = "/v1/provision/pool";
+/// `POST` on the control socket: one decision round now, applied
+/// (`?dry_run=1`: computed and shown only, whatever the mode).
+pub const PROVISION_APPLY: &str = "/v1/provision/apply";
+/// `?traffic=2&scale=1.5[&service=web]` ([`crate::provision::WhatIf`]).
+pub const WHATIF: &str = "/v1/whatif";
 
 /// The control socket's shadowing routes (answered 409 when nothing is shadowed).
 pub const SHADOW_ROUTES: [&str; 5] = [MIRROR, DIFF, CAPTURE, EXCHANGES, RECORD];

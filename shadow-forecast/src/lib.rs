@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod prediction;
 pub mod prophet;
+pub mod provision;
 pub mod regime;
 pub mod regress;
 pub mod series;
