@@ -234,7 +234,7 @@ fn load_cases(args: &Args) -> Result<Vec<Case>> {
     Ok(cases)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let p = e?.path();
         if p.is_dir() {
@@ -247,7 +247,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// A request-arrival trace binned into counts per `bin` seconds.
-fn arrivals(path: &Path, text: &str, bin: i64) -> Result<Series> {
+pub(crate) fn arrivals(path: &Path, text: &str, bin: i64) -> Result<Series> {
     let mut times = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
         let ts = line.split(',').next().unwrap_or_default();

@@ -11,6 +11,7 @@ mod forecast;
 mod mirror;
 mod overhead;
 mod plot;
+mod provision;
 mod regime;
 
 use std::path::PathBuf;
@@ -120,6 +121,32 @@ enum Command {
         #[arg(long, default_value_t = 1800)]
         horizon: i64,
     },
+    /// The provisioner's policies replayed on real demand series: under-
+    /// provisioned time, unmet demand, slack, actions per day and cost of
+    /// reactive (HPA), seed, predictive, fixed-at-peak and an oracle.
+    Provision {
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        /// More directories of `timestamp,value` CSV files (every file is a demand series).
+        #[arg(long)]
+        extra: Vec<PathBuf>,
+        #[arg(long, default_value = "bench/reports/provision.md")]
+        report: PathBuf,
+        /// Capacity of one unit, in the series' unit (default: median / --units-at-median).
+        #[arg(long)]
+        unit: Option<f64>,
+        #[arg(long, default_value_t = 10.0)]
+        units_at_median: f64,
+        /// Seconds from asking for capacity to its being ready.
+        #[arg(long = "time-to-ready", default_value_t = 300.0)]
+        time_to_ready_s: f64,
+        /// The predictive policy's forecast quantile.
+        #[arg(long, default_value_t = 0.9)]
+        quantile: f64,
+        /// Seconds per bin of an arrival trace.
+        #[arg(long, default_value_t = 10)]
+        arrival_bin: i64,
+    },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
     MirrorOverhead {
@@ -175,6 +202,25 @@ fn main() -> Result<()> {
             py_results,
         }),
         Command::Regime { data, report, days } => regime::run(&data, &report, days),
+        Command::Provision {
+            data,
+            extra,
+            report,
+            unit,
+            units_at_median,
+            time_to_ready_s,
+            quantile,
+            arrival_bin,
+        } => provision::run(&provision::Args {
+            data,
+            extra,
+            report,
+            unit,
+            units_at_median,
+            time_to_ready_s,
+            quantile,
+            arrival_bin,
+        }),
         Command::Failure {
             data,
             report,

@@ -32,7 +32,7 @@ const FONT_PATHS: [&str; 2] = [
 ];
 
 /// Registers the first font found as "sans-serif", once; false if there is none.
-fn font_available() -> bool {
+pub(crate) fn font_available() -> bool {
     static FONT: OnceLock<bool> = OnceLock::new();
     *FONT.get_or_init(|| {
         FONT_PATHS.iter().any(|p| {

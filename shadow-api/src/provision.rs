@@ -26,7 +26,9 @@ impl Resource {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Cpu, Self::Memory, Self::Replicas].into_iter().find(|r| r.name() == s)
+        [Self::Cpu, Self::Memory, Self::Replicas]
+            .into_iter()
+            .find(|r| r.name() == s)
     }
 
     /// The unit capacities of this resource are given in.

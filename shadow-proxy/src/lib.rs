@@ -2,10 +2,10 @@
 //! point one way (`cargo xtask test` checks it):
 //!
 //! util, metrics -> kernel, host, http -> capture -> diff -> replay ->
-//! forecast -> api -> config -> agent
+//! forecast -> provision -> api -> config -> agent
 //!
-//! Provisioning, failover and the inline proxy will sit between replay and
-//! api; the dashboard's routes in api.
+//! Failover and the inline proxy will sit between provision and api; the
+//! dashboard's routes in api.
 
 pub mod agent;
 pub mod api;
@@ -17,5 +17,6 @@ pub mod host;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
+pub mod provision;
 pub mod replay;
 pub mod util;

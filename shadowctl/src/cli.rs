@@ -138,6 +138,62 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The provisioner's plan: current vs desired capacity per loop, the
+    /// lead time, the reason, and capacity queued ahead of a threshold.
+    Plan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Provisioning decisions, or one round now (applied or dry-run).
+    #[command(subcommand)]
+    Provision(Provision),
+    /// The capacity pool: units per zone and class, cost, primary and shadow.
+    Pool {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a traffic change would do: predicted utilisation, when each
+    /// threshold is crossed, the plan and its cost.
+    Whatif {
+        /// Traffic factor: 2, 2x, 0.5.
+        #[arg(long, default_value = "1", value_parser = parse_factor)]
+        traffic: f64,
+        /// Capacity factor applied to today's.
+        #[arg(long, default_value = "1", value_parser = parse_factor)]
+        scale: f64,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Provision {
+    /// Every decision kept, oldest first: inputs, forecast, lead, result.
+    Events {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs one decision round now and applies it through the backends.
+    Apply {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs one decision round now and shows it; changes nothing.
+    DryRun {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `2`, `2x`, `1.5`: a positive factor.
+pub(crate) fn parse_factor(s: &str) -> Result<f64, String> {
+    s.trim_end_matches(['x', 'X'])
+        .parse::<f64>()
+        .ok()
+        .filter(|f| *f > 0.0 && f.is_finite())
+        .ok_or_else(|| format!("{s:?} is not a positive factor like 2 or 1.5x"))
 }
 
 #[derive(Debug, clap::Args)]

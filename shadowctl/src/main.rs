@@ -8,6 +8,7 @@ mod forecast;
 mod mirror;
 #[cfg(feature = "offline")]
 mod offline;
+mod provision;
 mod table;
 mod top;
 
@@ -15,7 +16,7 @@ use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser;
 
-use cli::{Cli, Command, Diff, Mirror};
+use cli::{Cli, Command, Diff, Mirror, Provision};
 use forecast::forecast_cmd;
 use mirror::{print_status, render_diff};
 use shadow_api::{
@@ -101,6 +102,58 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             } else {
                 print!("{}", table::render_predict(&control.predict().await?));
+            }
+        }
+        Command::Plan { json } => {
+            if json {
+                print_json(&control.get_json(routes::PROVISION_PLAN).await?)?;
+            } else {
+                print!(
+                    "{}",
+                    provision::render_plan(&control.provision_plan().await?)
+                );
+            }
+        }
+        Command::Provision(Provision::Events { json }) => {
+            if json {
+                print_json(&control.get_json(routes::PROVISION_EVENTS).await?)?;
+            } else {
+                print!(
+                    "{}",
+                    provision::render_events(&control.provision_events().await?)
+                );
+            }
+        }
+        Command::Provision(Provision::Apply { json } | Provision::DryRun { json }) => {
+            let dry_run = matches!(cli.command, Command::Provision(Provision::DryRun { .. }));
+            let decisions = control.provision_apply(dry_run).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&decisions)?);
+            } else {
+                print!("{}", provision::render_decisions(&decisions));
+            }
+        }
+        Command::Pool { json } => {
+            if json {
+                print_json(&control.get_json(routes::PROVISION_POOL).await?)?;
+            } else {
+                print!(
+                    "{}",
+                    provision::render_pool(&control.provision_pool().await?)
+                );
+            }
+        }
+        Command::Whatif {
+            traffic,
+            scale,
+            service,
+            json,
+        } => {
+            let w = control.what_if(traffic, scale, service.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&w)?);
+            } else {
+                print!("{}", provision::render_whatif(&w));
             }
         }
         Command::Mirror(Mirror::Set { service, percent }) => {

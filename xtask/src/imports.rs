@@ -26,6 +26,7 @@ pub const ORDER: &[&[&str]] = &[
     &["diff"],
     &["replay"],
     &["forecast"],
+    &["provision"],
     &["api"],
     &["config"],
     &["agent"],

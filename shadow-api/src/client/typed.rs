@@ -189,6 +189,45 @@ impl Control {
     pub async fn forecast_events(&self) -> Result<Vec<AnomalyEvent>, ClientError> {
         self.get(routes::FORECAST_EVENTS).await
     }
+
+    pub async fn provision_plan(&self) -> Result<crate::provision::Plan, ClientError> {
+        self.get(routes::PROVISION_PLAN).await
+    }
+
+    pub async fn provision_events(&self) -> Result<crate::provision::Events, ClientError> {
+        self.get(routes::PROVISION_EVENTS).await
+    }
+
+    pub async fn provision_pool(&self) -> Result<crate::provision::Pool, ClientError> {
+        self.get(routes::PROVISION_POOL).await
+    }
+
+    /// One decision round now: applied, or with `dry_run` only computed.
+    pub async fn provision_apply(
+        &self,
+        dry_run: bool,
+    ) -> Result<Vec<crate::provision::Decision>, ClientError> {
+        let path = format!(
+            "{}{}",
+            routes::PROVISION_APPLY,
+            if dry_run { "?dry_run=1" } else { "" }
+        );
+        let answer = self.call(Method::POST, &path, None).await?;
+        decode(&self.socket.display().to_string(), &path, &answer)
+    }
+
+    pub async fn what_if(
+        &self,
+        traffic: f64,
+        scale: f64,
+        service: Option<&str>,
+    ) -> Result<crate::provision::WhatIf, ClientError> {
+        let mut path = format!("{}?traffic={traffic}&scale={scale}", routes::WHATIF);
+        if let Some(s) = service {
+            path.push_str(&format!("&service={}", encode(s)));
+        }
+        self.get(&path).await
+    }
 }
 
 fn decode<T: DeserializeOwned>(addr: &str, path: &str, body: &[u8]) -> Result<T, ClientError> {

@@ -70,10 +70,13 @@ impl Limits {
             ("backoff", self.backoff_s),
             ("backoff_max", self.backoff_max_s),
         ];
-        if let Some((k, v)) = positive.iter().find(|(_, v)| !(*v > 0.0) || !v.is_finite()) {
+        if let Some((k, v)) = positive.iter().find(|(_, v)| !v.is_finite() || *v <= 0.0) {
             return Some((k, format!("must be a positive number, got {v}")));
         }
-        if let Some((k, v)) = non_negative.iter().find(|(_, v)| !(*v >= 0.0) || !v.is_finite()) {
+        if let Some((k, v)) = non_negative
+            .iter()
+            .find(|(_, v)| !v.is_finite() || *v < 0.0)
+        {
             return Some((k, format!("must be zero or more, got {v}")));
         }
         (self.min > self.max)
@@ -244,8 +247,8 @@ impl Controller {
                 if (at - now) as f64 > lead_s + self.interval_s {
                     continue;
                 }
-                let peak = forecast_max(f, now, 0.0, lead_s + self.interval_s, 0.9)
-                    .map_or(0.0, |m| m.0);
+                let peak =
+                    forecast_max(f, now, 0.0, lead_s + self.interval_s, 0.9).map_or(0.0, |m| m.0);
                 let capacity = self.quantise(peak / u);
                 queued.push(PreProvision {
                     target: self.target.clone(),
@@ -303,7 +306,10 @@ impl Controller {
                     at - now
                 ));
             } else if up && last_change < l.cooldown_up_s {
-                held = Some(format!("cooldown: {:.0}s since the last change", last_change));
+                held = Some(format!(
+                    "cooldown: {:.0}s since the last change",
+                    last_change
+                ));
             } else if !up && last_change < l.cooldown_down_s {
                 held = Some(format!(
                     "scale-down cooldown: {:.0}s since the last change, {:.0}s needed",

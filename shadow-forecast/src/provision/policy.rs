@@ -158,13 +158,7 @@ pub fn normal_quantile(p: f64) -> f64 {
 /// The largest quantile-`q` forecast over `[from, to)` seconds after now,
 /// with the time it is reached; `None` when the forecast does not reach
 /// that far or has no point in the window.
-pub fn forecast_max(
-    f: &Forecast,
-    now: i64,
-    from_s: f64,
-    to_s: f64,
-    q: f64,
-) -> Option<(f64, i64)> {
+pub fn forecast_max(f: &Forecast, now: i64, from_s: f64, to_s: f64, q: f64) -> Option<(f64, i64)> {
     let (lo, hi) = (now as f64 + from_s, now as f64 + to_s);
     let last = f.start + f.step * (f.len() as i64 - 1);
     if f.is_empty() || (last as f64) < lo {
@@ -213,7 +207,9 @@ impl Policy for Predictive {
     fn propose(&mut self, obs: &Observation<'_>) -> Proposal {
         let floor = obs.demand / self.floor_target;
         let window = obs.lead_s + obs.interval_s;
-        let ahead = obs.forecast.and_then(|f| forecast_max(f, obs.now, 0.0, window, self.quantile));
+        let ahead = obs
+            .forecast
+            .and_then(|f| forecast_max(f, obs.now, 0.0, window, self.quantile));
         match ahead {
             Some((value, at)) if value / self.target > floor => Proposal {
                 desired: value / self.target,
@@ -266,8 +262,9 @@ pub struct Reactive {
     pub target: f64,
     pub tolerance: f64,
     pub stabilisation_s: f64,
+    /// Recent recommendations (time, capacity), for the scale-down window.
     #[serde(skip)]
-    recommendations: VecDeque<(i64, f64)>,
+    pub recommendations: VecDeque<(i64, f64)>,
 }
 
 impl Default for Reactive {
@@ -296,11 +293,19 @@ impl Policy for Reactive {
         };
         self.recommendations.push_back((obs.now, raw));
         let horizon = obs.now - self.stabilisation_s as i64;
-        while self.recommendations.front().is_some_and(|&(t, _)| t < horizon) {
+        while self
+            .recommendations
+            .front()
+            .is_some_and(|&(t, _)| t < horizon)
+        {
             self.recommendations.pop_front();
         }
         let stabilised = self.recommendations.iter().map(|r| r.1).fold(raw, f64::max);
-        let desired = if raw < obs.current { stabilised.min(obs.current) } else { raw };
+        let desired = if raw < obs.current {
+            stabilised.min(obs.current)
+        } else {
+            raw
+        };
         Proposal {
             desired,
             floor: desired.min(obs.demand / self.target),

@@ -82,22 +82,34 @@ impl Pool {
         }
         if !(0.0..=1.0).contains(&self.shadow_fraction) {
             let got = self.shadow_fraction;
-            return Some(("pool.shadow_fraction".into(), format!("must be within 0..=1, got {got}")));
+            return Some((
+                "pool.shadow_fraction".into(),
+                format!("must be within 0..=1, got {got}"),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, z) in self.zones.iter().enumerate() {
             let key = format!("pool.zones[{i}]");
             if !seen.insert(&z.name) {
-                return Some((format!("{key}.name"), format!("zone {:?} is listed twice", z.name)));
+                return Some((
+                    format!("{key}.name"),
+                    format!("zone {:?} is listed twice", z.name),
+                ));
             }
             if z.classes.iter().map(|c| c.units).sum::<u32>() == 0 {
-                return Some((format!("{key}.classes"), format!("zone {:?} has no units", z.name)));
+                return Some((
+                    format!("{key}.classes"),
+                    format!("zone {:?} has no units", z.name),
+                ));
             }
-            if !(z.demand_weight >= 0.0) {
-                return Some((format!("{key}.demand_weight"), "must be zero or more".into()));
+            if !z.demand_weight.is_finite() || z.demand_weight < 0.0 {
+                return Some((
+                    format!("{key}.demand_weight"),
+                    "must be zero or more".into(),
+                ));
             }
             for (j, c) in z.classes.iter().enumerate() {
-                if !(c.cost_per_unit_hour >= 0.0) || !c.cost_per_unit_hour.is_finite() {
+                if !c.cost_per_unit_hour.is_finite() || c.cost_per_unit_hour < 0.0 {
                     return Some((
                         format!("{key}.classes[{j}].cost_per_unit_hour"),
                         format!("cost must be zero or more, got {}", c.cost_per_unit_hour),
@@ -110,12 +122,17 @@ impl Pool {
 
     /// The shadow units for `primary` live units.
     pub fn shadow_for(&self, primary: u32) -> u32 {
-        (primary as f64 * self.shadow_fraction - 1e-9).ceil().max(0.0) as u32
+        (primary as f64 * self.shadow_fraction - 1e-9)
+            .ceil()
+            .max(0.0) as u32
     }
 
     /// Places `primary` live units and their shadow, starting from `current`.
     pub fn place(&self, primary: u32, current: &Placement) -> Placed {
-        let wants = [(Role::Primary, primary), (Role::Shadow, self.shadow_for(primary))];
+        let wants = [
+            (Role::Primary, primary),
+            (Role::Shadow, self.shadow_for(primary)),
+        ];
         let mut placement = Placement::new();
         // Per role, per zone: what is still to place there.
         let mut quotas: Vec<(Role, Vec<(usize, u32)>)> =
@@ -138,7 +155,10 @@ impl Pool {
         for (role, q) in quotas {
             let missing = self.fill(role, &q, current, &mut placement);
             if missing > 0 {
-                short.push(format!("{missing} {} unit(s) found no free healthy unit", role_name(role)));
+                short.push(format!(
+                    "{missing} {} unit(s) found no free healthy unit",
+                    role_name(role)
+                ));
             }
         }
         placement.retain(|_, n| *n > 0);
@@ -151,7 +171,12 @@ impl Pool {
     fn free(&self, zone: &Zone, class: &UnitClass, placement: &Placement) -> u32 {
         let used: u32 = [Role::Primary, Role::Shadow]
             .iter()
-            .map(|&r| placement.get(&(zone.name.clone(), class.class.clone(), r)).copied().unwrap_or(0))
+            .map(|&r| {
+                placement
+                    .get(&(zone.name.clone(), class.class.clone(), r))
+                    .copied()
+                    .unwrap_or(0)
+            })
             .sum();
         class.units.saturating_sub(used)
     }
@@ -159,13 +184,19 @@ impl Pool {
     /// Per healthy zone, how many of `want` it should hold: in proportion to
     /// demand (largest remainder), at least one in each of `min_zones` zones.
     fn quotas(&self, want: u32) -> Vec<(usize, u32)> {
-        let healthy: Vec<usize> = (0..self.zones.len()).filter(|&i| self.zones[i].healthy).collect();
+        let healthy: Vec<usize> = (0..self.zones.len())
+            .filter(|&i| self.zones[i].healthy)
+            .collect();
         if healthy.is_empty() || want == 0 {
             return Vec::new();
         }
         let total: f64 = healthy.iter().map(|&i| self.zones[i].demand_weight).sum();
         let weight = |i: usize| {
-            if total > 0.0 { self.zones[i].demand_weight / total } else { 1.0 / healthy.len() as f64 }
+            if total > 0.0 {
+                self.zones[i].demand_weight / total
+            } else {
+                1.0 / healthy.len() as f64
+            }
         };
         let mut q: Vec<(usize, u32, f64)> = healthy
             .iter()
@@ -198,7 +229,13 @@ impl Pool {
     /// a full zone cannot hold goes to the cheapest free unit of any healthy
     /// zone; what is still left keeps its units in an unhealthy zone, which
     /// are not moved until replaced. Returns what found no unit.
-    fn fill(&self, role: Role, quotas: &[(usize, u32)], current: &Placement, out: &mut Placement) -> u32 {
+    fn fill(
+        &self,
+        role: Role,
+        quotas: &[(usize, u32)],
+        current: &Placement,
+        out: &mut Placement,
+    ) -> u32 {
         let mut unplaced = 0;
         for &(zi, quota) in quotas {
             let zone = &self.zones[zi];
@@ -207,7 +244,8 @@ impl Pool {
             classes.sort_by(|a, b| a.cost_per_unit_hour.total_cmp(&b.cost_per_unit_hour));
             for c in classes {
                 let n = left.min(self.free(zone, c, out));
-                *out.entry((zone.name.clone(), c.class.clone(), role)).or_default() += n;
+                *out.entry((zone.name.clone(), c.class.clone(), role))
+                    .or_default() += n;
                 left -= n;
             }
             unplaced += left;
@@ -221,7 +259,8 @@ impl Pool {
                 .filter(|(z, c)| self.free(z, c, out) > 0)
                 .min_by(|a, b| a.1.cost_per_unit_hour.total_cmp(&b.1.cost_per_unit_hour));
             let Some((z, c)) = best else { break };
-            *out.entry((z.name.clone(), c.class.clone(), role)).or_default() += 1;
+            *out.entry((z.name.clone(), c.class.clone(), role))
+                .or_default() += 1;
             unplaced -= 1;
         }
         for ((zone, class, r), &have) in current {
@@ -255,7 +294,13 @@ impl Pool {
 
     /// What `shadowctl pool` and the API show.
     pub fn view(&self, placed: &Placed, primary: u32) -> PoolView {
-        let get = |z: &str, c: &str, r| placed.placement.get(&(z.to_string(), c.to_string(), r)).copied().unwrap_or(0);
+        let get = |z: &str, c: &str, r| {
+            placed
+                .placement
+                .get(&(z.to_string(), c.to_string(), r))
+                .copied()
+                .unwrap_or(0)
+        };
         let rows = self
             .zones
             .iter()
@@ -325,7 +370,8 @@ mod tests {
     }
 
     fn zones_of(p: &Placement, role: Role) -> usize {
-        let zones: std::collections::HashSet<_> = p.keys().filter(|k| k.2 == role).map(|k| &k.0).collect();
+        let zones: std::collections::HashSet<_> =
+            p.keys().filter(|k| k.2 == role).map(|k| &k.0).collect();
         zones.len()
     }
 
@@ -337,10 +383,19 @@ mod tests {
         assert_eq!(role_total(&placed.placement, Role::Primary), 4);
         assert_eq!(role_total(&placed.placement, Role::Shadow), 2);
         assert!(zones_of(&placed.placement, Role::Primary) >= 2);
-        assert!(zones_of(&placed.placement, Role::Shadow) >= 2, "{:?}", placed.placement);
+        assert!(
+            zones_of(&placed.placement, Role::Shadow) >= 2,
+            "{:?}",
+            placed.placement
+        );
         // Primary takes spot first where there is any: a and b hold 2 spot
         // each, and 4 over 3 zones is 2/1/1.
-        let spot: u32 = placed.placement.iter().filter(|(k, _)| k.1 == "spot").map(|(_, n)| n).sum();
+        let spot: u32 = placed
+            .placement
+            .iter()
+            .filter(|(k, _)| k.1 == "spot")
+            .map(|(_, n)| n)
+            .sum();
         assert!(spot >= 3, "{:?}", placed.placement);
         // A single unit can only be in one zone.
         let one = p.place(1, &Placement::new());
@@ -354,7 +409,11 @@ mod tests {
         p.zones[0].healthy = false;
         let after = p.place(6, &before);
         assert!(after.shortfall.is_none());
-        assert!(!after.placement.keys().any(|k| k.0 == "a"), "{:?}", after.placement);
+        assert!(
+            !after.placement.keys().any(|k| k.0 == "a"),
+            "{:?}",
+            after.placement
+        );
         assert_eq!(role_total(&after.placement, Role::Primary), 6);
         assert!(zones_of(&after.placement, Role::Primary) >= 2);
         // Nowhere else to go: units stay in the unhealthy zone.
@@ -367,7 +426,12 @@ mod tests {
         let mut sick = tiny.clone();
         sick.zones[0].healthy = false;
         let after = sick.place(4, &before);
-        assert_eq!(role_total(&after.placement, Role::Primary), 4, "{:?}", after.placement);
+        assert_eq!(
+            role_total(&after.placement, Role::Primary),
+            4,
+            "{:?}",
+            after.placement
+        );
     }
 
     #[test]
@@ -379,7 +443,10 @@ mod tests {
         // Growing keeps every existing unit.
         let grown = p.place(6, &first).placement;
         for (k, n) in &first {
-            assert!(grown.get(k).copied().unwrap_or(0) >= *n, "{k:?} moved: {grown:?}");
+            assert!(
+                grown.get(k).copied().unwrap_or(0) >= *n,
+                "{k:?} moved: {grown:?}"
+            );
         }
     }
 
@@ -387,17 +454,26 @@ mod tests {
     fn a_full_pool_reports_the_shortfall_and_the_cost() {
         let p = pool();
         let placed = p.place(20, &Placement::new());
-        assert!(placed.shortfall.as_deref().unwrap().contains("primary"), "{placed:?}");
+        assert!(
+            placed.shortfall.as_deref().unwrap().contains("primary"),
+            "{placed:?}"
+        );
         let view = p.view(&placed, 20);
         assert!((view.cost_per_hour - p.cost_per_hour(&placed.placement)).abs() < 1e-9);
-        assert_eq!(view.rows.iter().map(|r| r.primary + r.shadow).sum::<u32>(), 16);
+        assert_eq!(
+            view.rows.iter().map(|r| r.primary + r.shadow).sum::<u32>(),
+            16
+        );
     }
 
     #[test]
     fn bad_pools_are_named() {
         let mut p = pool();
         p.zones[1].classes[0].cost_per_unit_hour = -1.0;
-        assert_eq!(p.invalid().unwrap().0, "pool.zones[1].classes[0].cost_per_unit_hour");
+        assert_eq!(
+            p.invalid().unwrap().0,
+            "pool.zones[1].classes[0].cost_per_unit_hour"
+        );
         let mut p = pool();
         p.zones[2].classes.iter_mut().for_each(|c| c.units = 0);
         assert_eq!(p.invalid().unwrap().0, "pool.zones[2].classes");

@@ -32,7 +32,14 @@ pub struct Score {
 }
 
 /// Scores a capacity trace against demand over `[from, len)`.
-pub fn score(demand: &[f64], ready: &[f64], allocated: &[f64], step_s: i64, unit: f64, from: usize) -> Score {
+pub fn score(
+    demand: &[f64],
+    ready: &[f64],
+    allocated: &[f64],
+    step_s: i64,
+    unit: f64,
+    from: usize,
+) -> Score {
     let n = demand.len();
     let scored = from..n;
     let count = scored.len().max(1) as f64;
@@ -56,8 +63,16 @@ pub fn score(demand: &[f64], ready: &[f64], allocated: &[f64], step_s: i64, unit
     let days = count * step_s as f64 / 86_400.0;
     Score {
         under_time_pct: 100.0 * under as f64 / count,
-        unmet_pct: if total > 0.0 { 100.0 * unmet / total } else { 0.0 },
-        slack_pct: if over > 0 { 100.0 * slack / over as f64 } else { 0.0 },
+        unmet_pct: if total > 0.0 {
+            100.0 * unmet / total
+        } else {
+            0.0
+        },
+        slack_pct: if over > 0 {
+            100.0 * slack / over as f64
+        } else {
+            0.0
+        },
         actions_per_day: actions as f64 / days.max(1e-9),
         unit_hours: scored.map(|i| allocated[i] / unit).sum::<f64>() * step_s as f64 / 3600.0,
     }
@@ -126,7 +141,10 @@ pub fn replay(
 /// The oracle: exactly the whole units each interval's demand needs, in
 /// place when it arrives.
 pub fn oracle(demand: &[f64], unit: f64, min_units: f64) -> Vec<f64> {
-    demand.iter().map(|&d| ((d / unit - 1e-9).ceil().max(min_units)) * unit).collect()
+    demand
+        .iter()
+        .map(|&d| ((d / unit - 1e-9).ceil().max(min_units)) * unit)
+        .collect()
 }
 
 #[cfg(test)]
@@ -143,7 +161,15 @@ mod tests {
             max_step: 10.0,
             ..Limits::default()
         };
-        Controller::new("t", Resource::Replicas, policy, limits, LeadTime::new(ttr), 300.0, 0)
+        Controller::new(
+            "t",
+            Resource::Replicas,
+            policy,
+            limits,
+            LeadTime::new(ttr),
+            300.0,
+            0,
+        )
     }
 
     /// A step from 2 to 8 units at interval 20.
@@ -157,7 +183,11 @@ mod tests {
         let mut c = controller(Box::new(Reactive::default()), 300.0);
         let t = replay(&mut c, &d, 0, 300, 3.0, 300.0, |_| None);
         // Demand at 20 is seen at 21, ready at 22: two intervals short.
-        assert!(t.ready[20] < 8.0 && t.ready[21] < 8.0 && t.ready[22] >= 8.0, "{:?}", &t.ready[18..24]);
+        assert!(
+            t.ready[20] < 8.0 && t.ready[21] < 8.0 && t.ready[22] >= 8.0,
+            "{:?}",
+            &t.ready[18..24]
+        );
         let s = score(&d, &t.ready, &t.allocated, 300, 1.0, 1);
         assert!((s.under_time_pct - 200.0 / 39.0).abs() < 1e-9, "{s:?}");
         let o = oracle(&d, 1.0, 1.0);
@@ -183,6 +213,10 @@ mod tests {
         });
         let s = score(&d, &t.ready, &t.allocated, 300, 1.0, 1);
         assert_eq!(s.under_time_pct, 0.0, "{:?}", &t.ready[16..24]);
-        assert!(t.allocated[19] >= 8.0, "scaled before the step: {:?}", &t.allocated[16..24]);
+        assert!(
+            t.allocated[19] >= 8.0,
+            "scaled before the step: {:?}",
+            &t.allocated[16..24]
+        );
     }
 }

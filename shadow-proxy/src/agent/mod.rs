@@ -39,6 +39,7 @@ use crate::{
     host::history::History,
     kernel::{KernelTelemetry, TelemetryError, view::Views},
     metrics::{self as m, service::ServiceStats},
+    provision::Provisioner,
     replay::{Replayer, ServiceReplay, control::Control},
     util::{page_size, task::Shutdown},
 };
@@ -126,6 +127,12 @@ fn add_service_metrics(f: &mut ForecastSettings, shadow: &Config) {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let pid_file = PidFile::acquire(&cfg.pid_file)?;
@@ -134,9 +141,20 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = Tasks::new(shutdown);
     let views = Arc::new(Views::default());
+    let provision = cfg
+        .shadow
+        .as_ref()
+        .map(|c| c.provision.clone())
+        .unwrap_or_default();
     let forecast = cfg.forecast.clone().map(|mut f| {
         if let Some(shadow) = &cfg.shadow {
             add_service_metrics(&mut f, shadow);
+        }
+        // Every provisioning loop's demand is forecast: the loop looks ahead on it.
+        for m in Provisioner::demand_metrics(&provision) {
+            if !f.metrics.contains(&m) {
+                f.metrics.push(m);
+            }
         }
         Arc::new(forecast::Service::new(f, cfg.server_id.clone()))
     });
@@ -174,9 +192,18 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             .predict
             .clone()
             .map(|p| Arc::new(Predictor::new(p, cfg.server_id.clone()))),
+        provision: (!provision.loops.is_empty())
+            .then(|| Arc::new(Provisioner::new(provision, unix_now()))),
         prometheus,
         max_endpoint_series: cfg.max_endpoint_series,
     });
+    if let Some(p) = &shared.provision {
+        tasks.start(Box::new(tasks::ProvisionLoop {
+            provisioner: p.clone(),
+            shared: shared.clone(),
+        }))?;
+        tracing::info!(mode = p.mode().name(), "Provisioning");
+    }
     if let Some(service) = &forecast {
         // Run just after a bin boundary, once the sample that completes it is in.
         let delay = cfg.interval + Duration::from_millis(250);

@@ -176,6 +176,35 @@ impl Task for ReplayLoop {
     }
 }
 
+/// Runs the provisioning loops that are due, every second (a thread: a
+/// backend blocks until its capacity is ready).
+pub struct ProvisionLoop {
+    pub provisioner: Arc<crate::provision::Provisioner>,
+    pub shared: Arc<Shared>,
+}
+
+impl Task for ProvisionLoop {
+    fn name(&self) -> &'static str {
+        "provisioner"
+    }
+
+    fn start(self: Box<Self>, shutdown: Shutdown) -> std::io::Result<Running> {
+        let stop = shutdown.flag();
+        std::thread::Builder::new()
+            .name("shadow-provision".into())
+            .spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let now = super::unix_now();
+                    let s = &self.shared;
+                    self.provisioner
+                        .round(now, &s.history, s.forecast.as_deref(), false, None);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+            .map(Running::Thread)
+    }
+}
+
 pub struct AdminServer {
     pub listener: tokio::net::TcpListener,
     pub shared: Arc<Shared>,

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod control;
 pub mod forecast;
 pub mod predict;
+pub mod provision;
 pub mod regress;
 pub mod state;
 

@@ -19,6 +19,8 @@ pub struct Shared {
     pub forecast: Option<Arc<forecast::Service>>,
     /// Failure probabilities, updated by the poller.
     pub predict: Option<Arc<forecast::predict::Predictor>>,
+    /// The provisioning loops, when `[provision]` configures any.
+    pub provision: Option<Arc<crate::provision::Provisioner>>,
     pub prometheus: PrometheusHandle,
     pub max_endpoint_series: usize,
 }

@@ -90,6 +90,8 @@ struct RawConfig {
     capture: RawCapture,
     #[serde(default)]
     service: Vec<RawService>,
+    #[serde(default)]
+    provision: crate::provision::config::RawProvision,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -172,6 +174,7 @@ pub struct Config {
     pub forecast: ForecastFile,
     pub capture: CaptureConfig,
     pub services: Vec<ServiceConfig>,
+    pub provision: crate::provision::ProvisionSettings,
 }
 
 impl Config {
@@ -203,6 +206,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
     let agent_file = agent::agent(raw.agent, &table_invalid)?;
     let telemetry_file = agent::telemetry(raw.telemetry, &table_invalid)?;
     let forecast_file = agent::forecast(raw.forecast, &table_invalid)?;
+    let provision = crate::provision::config::settings(raw.provision, &table_invalid)?;
     let interface = raw.capture.interface.unwrap_or_else(|| "lo".into());
     let attach = match raw.capture.attach.as_deref().unwrap_or("auto") {
         "auto" if interface == "lo" => AttachMode::Ingress,
@@ -399,6 +403,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             ring_mib,
         },
         services,
+        provision,
     })
 }
 

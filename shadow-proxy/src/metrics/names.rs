@@ -71,6 +71,18 @@ pub const APP_RESPONSE_BYTES: &str = "shadow_app_response_bytes_per_second";
 // Failure probability per `scope` (host, service) and `name` (forecast/predict.rs).
 pub const FAILURE_PROBABILITY: &str = "shadow_failure_probability";
 
+// Provisioning per `target` and `resource` (provision/mod.rs).
+pub const PROVISION_DESIRED: &str = "shadow_provision_desired_capacity";
+pub const PROVISION_CURRENT: &str = "shadow_provision_current_capacity";
+/// The lead time looked ahead: the backend's measured time-to-ready (P90).
+pub const PROVISION_LEAD: &str = "shadow_provision_lead_seconds";
+/// Decisions by `result`: unchanged, planned, applied, held, failed.
+pub const PROVISION_ACTIONS: &str = "shadow_provision_actions_total";
+/// Backend failures by `backend` and `kind` (io, timeout, exit, verify, unsupported).
+pub const PROVISION_BACKEND_ERRORS: &str = "shadow_provision_backend_errors_total";
+/// Cost per hour of the pool's placement.
+pub const PROVISION_COST: &str = "shadow_provision_cost_per_hour";
+
 // Diffing, per service and route.
 pub const DIFF_COMPARED: &str = "shadow_diff_compared_total";
 pub const DIFF_DIFFERING: &str = "shadow_diff_differing_total";

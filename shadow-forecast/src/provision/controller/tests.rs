@@ -56,11 +56,19 @@ fn bounds_and_the_largest_step_hold() {
     // 4 + 25 % is 5: one step at a time.
     let step = c.decide(1000, 4.0, 2.0, Some(&f));
     assert_eq!(step.apply, Some(5.0));
-    assert!(step.decision.reason.contains("step"), "{}", step.decision.reason);
+    assert!(
+        step.decision.reason.contains("step"),
+        "{}",
+        step.decision.reason
+    );
     // From 5, one step would be 7 (rounded up), but max is 6.
     let step = c.decide(2000, 5.0, 2.0, Some(&f));
     assert_eq!(step.apply, Some(6.0));
-    assert!(step.decision.reason.contains("bounded"), "{}", step.decision.reason);
+    assert!(
+        step.decision.reason.contains("bounded"),
+        "{}",
+        step.decision.reason
+    );
     // Below min: a dying demand still leaves min.
     let mut c = predictive(Limits {
         min: 3.0,
@@ -113,7 +121,9 @@ fn cooldowns_follow_a_change() {
     assert_eq!(step.apply, Some(12.0));
     // Down 200 s after the change: inside the 300 s down cooldown.
     let step = c.decide(1200, 8.0, 1.0, Some(&flat(1260, 1.0, 30)));
-    assert!(matches!(&step.decision.outcome, Outcome::Held(r) if r.contains("scale-down cooldown")));
+    assert!(
+        matches!(&step.decision.outcome, Outcome::Held(r) if r.contains("scale-down cooldown"))
+    );
     let step = c.decide(1301, 8.0, 1.0, Some(&flat(1361, 1.0, 30)));
     assert_eq!(step.apply, Some(2.0));
 }
@@ -123,7 +133,10 @@ fn the_start_up_grace_shows_decisions_without_applying_them() {
     let mut c = predictive(Limits::default());
     let step = c.decide(60, 4.0, 2.0, Some(&flat(120, 8.0, 30)));
     assert!(matches!(&step.decision.outcome, Outcome::Held(r) if r.contains("grace")));
-    assert_eq!(step.decision.desired, 8.0, "the plan is still computed and shown");
+    assert_eq!(
+        step.decision.desired, 8.0,
+        "the plan is still computed and shown"
+    );
     let step = c.decide(121, 4.0, 2.0, Some(&flat(181, 8.0, 30)));
     assert_eq!(step.apply, Some(8.0));
 }
@@ -156,7 +169,11 @@ fn the_lead_time_is_the_measured_time_to_ready() {
         lead.record(s);
     }
     assert_eq!(lead.median_s(), 12.0);
-    assert!(lead.p90_s() > 20.0 && lead.p90_s() < 40.0, "{}", lead.p90_s());
+    assert!(
+        lead.p90_s() > 20.0 && lead.p90_s() < 40.0,
+        "{}",
+        lead.p90_s()
+    );
     // A fast backend looks less far ahead: a rise 200 s out is not yet
     // asked for with a 40 s lead, but is with 300 s.
     let mut f = flat(1060, 2.0, 30);

@@ -1,0 +1,191 @@
+//! The provisioner's answers as text: the plan, decisions, the pool and
+//! a what-if.
+
+use std::fmt::Write as _;
+
+use shadow_api::{
+    provision::{Decision, Events, Outcome, Plan, Pool, Resource, WhatIf},
+    time::format_timestamp,
+};
+
+/// Capacity in its resource's unit: cores, MiB, replicas.
+fn cap(resource: Resource, v: f64) -> String {
+    match resource {
+        Resource::Cpu => format!("{v:.2} cores"),
+        Resource::Memory => format!("{:.0} MiB", v / 1_048_576.0),
+        Resource::Replicas => format!("{v:.0}"),
+    }
+}
+
+pub fn render_plan(p: &Plan) -> String {
+    let mut out = format!(
+        "mode {}{}\n",
+        p.mode.name(),
+        if p.mode.name() == "apply" {
+            ""
+        } else {
+            " (nothing is applied; `mode = \"apply\"` or `shadowctl provision apply` acts)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:<9} {:<10} {:<11} {:>14} {:>14} {:>12}  REASON",
+        "TARGET", "RESOURCE", "BACKEND", "POLICY", "CURRENT", "DESIRED", "LEAD P50/P90"
+    );
+    for r in &p.rows {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<9} {:<10} {:<11} {:>14} {:>14} {:>5.0}/{:<5.0}s  {}{}",
+            r.target,
+            r.resource.name(),
+            r.backend,
+            r.policy,
+            cap(r.resource, r.current),
+            cap(r.resource, r.desired),
+            r.lead_median_s,
+            r.lead_p90_s,
+            r.reason,
+            match (r.failures, r.retry_at) {
+                (0, _) => String::new(),
+                (n, Some(at)) =>
+                    format!(" [backend failed {n}x, retry at {}]", format_timestamp(at)),
+                (n, None) => format!(" [backend failed {n}x]"),
+            }
+        );
+    }
+    for q in &p.queued {
+        let _ = writeln!(
+            out,
+            "queued: {} {} {} ahead of {:.0}% at {} ({})",
+            q.target,
+            q.resource.name(),
+            cap(q.resource, q.capacity),
+            q.threshold * 100.0,
+            format_timestamp(q.crossing_at),
+            q.state
+        );
+    }
+    if p.cost_per_hour > 0.0 {
+        let _ = writeln!(out, "cost {:.3}/h", p.cost_per_hour);
+    }
+    out
+}
+
+fn outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Applied { ready_s } => format!("applied (ready in {ready_s:.2}s)"),
+        Outcome::Held(why) => format!("held: {why}"),
+        Outcome::Failed(e) => format!("FAILED: {e}"),
+        other => other.label().to_string(),
+    }
+}
+
+pub fn render_decisions(ds: &[Decision]) -> String {
+    if ds.is_empty() {
+        return "no decisions (no loop has a demand sample yet)\n".into();
+    }
+    let mut out = String::new();
+    for d in ds {
+        let forecast = match (d.forecast, d.quantile) {
+            (Some(v), Some(q)) => format!(", P{:.0} forecast {v:.3}", q * 100.0),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{} {} {}: {} -> {} [{}; demand {:.3}{forecast}; lead {:.0}s] {}: {}",
+            format_timestamp(d.time),
+            d.target,
+            d.resource.name(),
+            cap(d.resource, d.current),
+            cap(d.resource, d.desired),
+            d.policy,
+            d.demand,
+            d.lead_s,
+            outcome(&d.outcome),
+            d.reason
+        );
+    }
+    out
+}
+
+pub fn render_events(e: &Events) -> String {
+    let mut out = render_decisions(&e.events);
+    if e.dropped > 0 {
+        let _ = writeln!(out, "({} older decisions no longer kept)", e.dropped);
+    }
+    out
+}
+
+pub fn render_pool(p: &Pool) -> String {
+    let mut out = format!(
+        "{} live units wanted, shadow at {:.0}% of live; cost {:.3}/h\n",
+        p.primary_wanted,
+        p.shadow_fraction * 100.0,
+        p.cost_per_hour
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:<8} {:<12} {:>10} {:>6} {:>8} {:>7}",
+        "ZONE", "HEALTH", "CLASS", "COST/UNIT-H", "UNITS", "PRIMARY", "SHADOW"
+    );
+    for r in &p.rows {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<8} {:<12} {:>10.3} {:>6} {:>8} {:>7}",
+            r.zone,
+            if r.healthy { "healthy" } else { "DOWN" },
+            r.class,
+            r.cost_per_unit_hour,
+            r.total,
+            r.primary,
+            r.shadow
+        );
+    }
+    if let Some(s) = &p.shortfall {
+        let _ = writeln!(out, "short: {s}");
+    }
+    out
+}
+
+pub fn render_whatif(w: &WhatIf) -> String {
+    let mut out = format!("traffic x{} with capacity x{}", w.traffic, w.scale);
+    if let Some(s) = &w.service {
+        let _ = write!(out, " for {s}");
+    }
+    out.push('\n');
+    for r in &w.resources {
+        let peak = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "{} {}: utilisation P50 peak {:.0}%, P90 peak {:.0}% over {} points ({})",
+            r.target,
+            r.resource.name(),
+            100.0 * peak(&r.utilisation_p50),
+            100.0 * peak(&r.utilisation_p90),
+            r.utilisation_p90.len(),
+            r.method
+        );
+        for c in &r.crossings {
+            let when =
+                c.at.map_or_else(|| "not within the horizon".into(), format_timestamp);
+            let _ = writeln!(out, "  crosses {:.0}%: {when}", c.threshold * 100.0);
+        }
+    }
+    for p in &w.plan {
+        let _ = writeln!(
+            out,
+            "plan: {} {} {} -> {} ({})",
+            p.target,
+            p.resource.name(),
+            cap(p.resource, p.current),
+            cap(p.resource, p.desired),
+            p.reason
+        );
+    }
+    let _ = writeln!(
+        out,
+        "cost {:.3}/h (now {:.3}/h)",
+        w.cost_per_hour, w.cost_per_hour_now
+    );
+    out
+}
