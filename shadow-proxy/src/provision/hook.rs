@@ -169,9 +169,12 @@ mod tests {
         assert!(ExecHook::resolve("sh").is_some());
         assert!(ExecHook::resolve("/bin/sh").is_some());
         assert!(ExecHook::resolve("shadow-no-such-hook").is_none());
-        assert!(
-            ExecHook::resolve("/etc/hostname").is_none(),
-            "not executable"
-        );
+        use std::os::unix::fs::PermissionsExt;
+        let plain = std::env::temp_dir().join(format!("shadow-hook-plain-{}", std::process::id()));
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let found = ExecHook::resolve(plain.to_str().unwrap());
+        std::fs::remove_file(&plain).unwrap();
+        assert!(found.is_none(), "not executable");
     }
 }
