@@ -281,3 +281,331 @@ fn the_agent_plans_without_applying_until_told_then_raises_the_limit() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// CPU per request of the test service.
+const MICROS_PER_REQUEST: u64 = 2000;
+
+struct Run {
+    /// Limit in effect per step, cores.
+    limits: Vec<f64>,
+    /// Latencies (ms) of the requests sent in each step; failures as 10 s.
+    latencies: Vec<Vec<f64>>,
+}
+
+fn p99(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)]
+}
+
+/// The CPU-bound service, started in `ns` and moved into `cg`.
+fn cpu_service(cg: &TestCgroup, ns: &shadow_tests::netns::Netns) -> (shadow_tests::Proc, String) {
+    let mut server = shadow_tests::Proc::spawn(
+        "cpu service",
+        ns.cmd(&built_binary("http-peer"))
+            .args(["cpu", "127.0.0.1:0", &MICROS_PER_REQUEST.to_string()])
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .expect("LISTENING")
+        .to_string();
+    cg.enter(server.child.id());
+    (server, addr)
+}
+
+/// Cores one request per second costs the service, accept and HTTP
+/// included: measured unlimited at a steady 150 req/s for 3 s.
+fn cpu_per_request(cg: &TestCgroup, ns: &shadow_tests::netns::Netns) -> f64 {
+    std::fs::write(cg.dirs[0].join("cpu.cfs_quota_us"), "-1").unwrap();
+    let (server, addr) = cpu_service(cg, ns);
+    let file = std::env::temp_dir().join(format!("shadow-calibrate-{}.txt", std::process::id()));
+    std::fs::write(&file, "150\n150\n150\n").unwrap();
+    let before = cg.usage_ns();
+    let out = ns
+        .cmd(&built_binary("http-peer"))
+        .args(["load", &addr])
+        .arg(&file)
+        .arg("1000")
+        .output()
+        .unwrap();
+    let used = (cg.usage_ns() - before) as f64 / 1e9;
+    drop(server);
+    let _ = std::fs::remove_file(&file);
+    let answered = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.ends_with(" 200"))
+        .count();
+    assert!(answered > 400, "calibration: {answered} of 450 answered");
+    used / answered as f64
+}
+
+/// Replays `rates` (requests per second, one step a second) against the
+/// CPU-bound service in `cg`, with `controller` sizing its `cpu.cfs_quota_us`
+/// once a step. A change asked for in one step takes effect at the next:
+/// the time-to-ready of one trace step, the same for every policy.
+/// The ramp to replay: requests per second per step, the CPU each costs,
+/// the limit to start from, and the trace time of the first step.
+struct Ramp<'a> {
+    rates: &'a [f64],
+    cpu_per_req: f64,
+    initial: f64,
+    trace_start: i64,
+    forecasts: &'a [Option<shadow_forecast::Forecast>],
+}
+
+fn replay_ramp(
+    cg: &TestCgroup,
+    ns: &shadow_tests::netns::Netns,
+    ramp: &Ramp<'_>,
+    controller: &mut shadow_forecast::provision::Controller,
+) -> Run {
+    let Ramp {
+        rates,
+        cpu_per_req,
+        initial,
+        trace_start,
+        forecasts,
+    } = *ramp;
+    let backend = Cgroup::at(&cg.name);
+    let d = decision();
+    backend
+        .apply(&change(Resource::Cpu, initial, &d))
+        .expect("initial limit");
+    let (server, addr) = cpu_service(cg, ns);
+    let file = std::env::temp_dir().join(format!("shadow-ramp-{}.txt", std::process::id()));
+    let results = file.with_extension("out");
+    let text: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let load = ns
+        .cmd(&built_binary("http-peer"))
+        .args(["load", &addr])
+        .arg(&file)
+        .arg("1000")
+        // A file, not a pipe: a full pipe would stall the generator.
+        .stdout(std::fs::File::create(&results).expect("results file"))
+        .spawn()
+        .expect("load generator");
+    let started = Instant::now();
+    let mut limits = Vec::new();
+    let (mut allocated, mut pending) = (initial, None::<f64>);
+    for i in 0..rates.len() {
+        let at = started + Duration::from_secs(i as u64);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        if let Some(c) = pending.take() {
+            backend.apply(&change(Resource::Cpu, c, &d)).expect("limit");
+        }
+        limits.push(backend.current(Resource::Cpu).unwrap_or(f64::INFINITY));
+        if i == 0 {
+            continue;
+        }
+        // Demand is the load offered in the last step (the service's request
+        // rate times its CPU per request), not its CPU use, which the limit caps.
+        let demand = rates[i - 1] * cpu_per_req;
+        let now = trace_start + 300 * i as i64;
+        let mut step = controller.decide(now, allocated, demand, forecasts[i].as_ref());
+        if let Some(c) = step.apply {
+            controller.applied(&mut step, 300.0);
+            if c < allocated {
+                backend.apply(&change(Resource::Cpu, c, &d)).expect("limit");
+            } else {
+                pending = Some(c);
+            }
+            allocated = c;
+        }
+    }
+    let mut load = load;
+    load.wait().expect("load generator");
+    let out = std::fs::read_to_string(&results).expect("load results");
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&results);
+    drop(server);
+    let mut latencies = vec![Vec::new(); rates.len()];
+    for l in out.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let [step, micros, status] = f[..] {
+            let ms = if status == "200" {
+                micros.parse::<f64>().unwrap() / 1000.0
+            } else {
+                10_000.0
+            };
+            latencies[step.parse::<usize>().unwrap()].push(ms);
+        }
+    }
+    Run { limits, latencies }
+}
+
+#[test]
+fn predictive_raises_the_cpu_limit_before_a_real_ramp_and_keeps_p99_below_reactive() {
+    use shadow_forecast::{
+        Candidate, ForecasterConfig, GridPolicy, Input, Series, forecaster,
+        provision::{
+            Controller, LeadTime, Limits,
+            policy::{Predictive, Reactive},
+        },
+    };
+    let Some(_guard) = kernel_test("predictive_raises_the_cpu_limit_before_a_real_ramp") else {
+        return;
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/nab/realAWSCloudwatch/elb_request_count_8c0756.csv");
+    assert!(
+        path.exists(),
+        "{} is missing: this test needs the shared data set beside the checkout",
+        path.display()
+    );
+    let policy = GridPolicy {
+        snap_to_grid: true,
+        ..GridPolicy::default()
+    };
+    let s = Series::read_csv(&path, policy).expect("the ELB request series");
+    // The load follows the trace's trailing hourly mean: its daily cycle is
+    // the ramp (the generator's arrivals stand in for the minute-to-minute
+    // noise). The ramp is the steepest one-hour rise after three days.
+    let day = 288;
+    let d: Vec<f64> = (0..s.values.len())
+        .map(|i| {
+            let w = &s.values[i.saturating_sub(11)..=i];
+            w.iter().sum::<f64>() / w.len() as f64
+        })
+        .collect();
+    // The daily ramp: the phase of the day whose hour-ahead rise is the
+    // steepest in the first three days' mean profile, on the fourth day
+    // (the forecaster has seen three of them).
+    let profile: Vec<f64> = (0..day)
+        .map(|k| (0..3).map(|j| d[j * day + k]).sum::<f64>() / 3.0)
+        .collect();
+    let phase = (0..day - 12)
+        .max_by(|&a, &b| (profile[a + 12] - profile[a]).total_cmp(&(profile[b + 12] - profile[b])))
+        .unwrap();
+    let r = 3 * day + phase.max(24);
+    let (start, end) = (r - 24, r + 24);
+    let base = d[start..start + 12].iter().sum::<f64>() / 12.0;
+    let arrival = (start + 12..end).find(|&i| d[i] > 1.15 * base).unwrap() - start;
+    let peak = d[start..end].iter().copied().fold(0.0, f64::max);
+    // Peak demand needs 0.6 cores of the 2-core machine (the load
+    // generator and the test share the rest), at the CPU per request measured.
+    let cg = TestCgroup::new("ramp");
+    let ns = shadow_tests::netns::Netns::new("ramp");
+    let cpu_per_req = cpu_per_request(&cg, &ns);
+    let rate_per_count = 0.6 / cpu_per_req / peak;
+    let cores_per_count = rate_per_count * cpu_per_req;
+    let rates: Vec<f64> = d[start..end].iter().map(|v| v * rate_per_count).collect();
+
+    // Forecasts from the history before each step only, by the forecaster
+    // trained on the days before the segment.
+    let cfg = ForecasterConfig {
+        horizon: 12,
+        season: Some(day),
+        candidates: vec![
+            Candidate::SeasonalNaive,
+            Candidate::Ets,
+            Candidate::Mstl,
+            Candidate::LastLevel,
+        ],
+        folds: 2,
+        ..ForecasterConfig::default()
+    };
+    let input = Input::new("elb", &d[..start], s.start, s.step);
+    let model = forecaster::train(&input, &cfg, &mut |_| {}).expect("training on the history");
+    let forecasts: Vec<Option<shadow_forecast::Forecast>> = (0..end - start)
+        .map(|i| {
+            let at = start + i;
+            let lo = at - 3 * day;
+            let f = model
+                .forecast(
+                    &Input::new("elb", &d[lo..at], s.start + lo as i64 * s.step, s.step),
+                    12,
+                )
+                .ok()?;
+            let by = |v: Vec<f64>| v.into_iter().map(|x| x * cores_per_count).collect();
+            Some(shadow_forecast::Forecast {
+                start: s.start + at as i64 * s.step,
+                step: s.step,
+                p10: by(f.p10),
+                p50: by(f.p50),
+                p90: by(f.p90),
+            })
+        })
+        .collect();
+    let initial = ((base * cores_per_count / 0.8) * 20.0).ceil() / 20.0;
+    let limits = Limits {
+        min: 0.1,
+        max: 2.0,
+        max_step: 4.0,
+        granularity: 0.05,
+        cooldown_up_s: 0.0,
+        cooldown_down_s: 300.0,
+        grace_s: 0.0,
+        ..Limits::default()
+    };
+    let trace_start = s.start + start as i64 * s.step;
+    let mk = |p: Box<dyn shadow_forecast::provision::Policy>| {
+        Controller::new(
+            "cpu",
+            Resource::Cpu,
+            p,
+            limits.clone(),
+            LeadTime::new(300.0),
+            300.0,
+            trace_start,
+        )
+    };
+    let mut runs = Vec::new();
+    for (name, policy) in [
+        (
+            "reactive",
+            Box::new(Reactive::default()) as Box<dyn shadow_forecast::provision::Policy>,
+        ),
+        ("predictive", Box::new(Predictive::default())),
+    ] {
+        let mut c = mk(policy);
+        let ramp = Ramp {
+            rates: &rates,
+            cpu_per_req,
+            initial,
+            trace_start,
+            forecasts: &forecasts,
+        };
+        let run = replay_ramp(&cg, &ns, &ramp, &mut c);
+        let mut during: Vec<f64> = run.latencies[arrival..].iter().flatten().copied().collect();
+        let sent: usize = run.latencies.iter().map(Vec::len).sum();
+        let p = p99(&mut during);
+        let changes: Vec<String> = (1..run.limits.len())
+            .filter(|&i| run.limits[i] != run.limits[i - 1])
+            .map(|i| format!("{:+}:{:.2}", i as i64 - arrival as i64, run.limits[i]))
+            .collect();
+        eprintln!(
+            "{name}: p99 during the ramp {p:.1} ms over {} requests ({sent} sent); limit at the ramp's arrival {:.2} cores; limit changes (steps from the arrival: cores) {}",
+            during.len(),
+            run.limits[arrival],
+            changes.join(" ")
+        );
+        runs.push((run, p));
+    }
+    let (reactive, predictive) = (&runs[0], &runs[1]);
+    eprintln!(
+        "CPU per request {:.3} ms; ELB ramp at point {r} ({} steps of 300 s compressed to 1 s); arrival at step {arrival}; req/s {rates:.0?}",
+        cpu_per_req * 1e3,
+        end - start
+    );
+    assert!(
+        predictive.0.limits[arrival] > reactive.0.limits[arrival]
+            && predictive.0.limits[arrival] > initial,
+        "predictive had not raised the limit by the ramp's arrival: {:.2} vs reactive {:.2} (initial {initial})",
+        predictive.0.limits[arrival],
+        reactive.0.limits[arrival]
+    );
+    assert!(
+        predictive.1 < reactive.1,
+        "p99 during the ramp: predictive {:.1} ms, reactive {:.1} ms",
+        predictive.1,
+        reactive.1
+    );
+}

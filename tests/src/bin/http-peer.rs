@@ -12,6 +12,14 @@
 //!   `keepalive N`, `pipelined N`, `body SIZE chunked|fixed [MS_PER_MIB]`,
 //!   `concurrent CONNS`, `connections N`, `methods`.
 //!
+//! - `http-peer cpu ADDR MICROS`: a CPU-bound service on one thread: every
+//!   request spins for MICROS µs of CPU time before its 200.
+//! - `http-peer load ADDR RATES STEP_MS`: an open-loop load generator. RATES
+//!   is a file of requests per second, one line per step of STEP_MS; each
+//!   request goes at its scheduled time whatever the earlier ones did, on a
+//!   connection of its own, and prints `STEP LATENCY_US STATUS` (status 0:
+//!   failed or no answer within 10 s).
+//!
 //! All print `LISTENING <addr>` (servers) once ready.
 
 use std::{
@@ -52,6 +60,8 @@ fn main() -> Result<()> {
             if arg(4).is_empty() { "normal" } else { arg(4) },
         ),
         "client" => client(arg(2).parse()?, arg(3), &args[4.min(args.len())..]),
+        "cpu" => cpu_server(arg(2), arg(3).parse().context("MICROS")?),
+        "load" => load(arg(2).parse()?, arg(3), arg(4).parse().context("STEP_MS")?),
         _ => {
             bail!("usage: http-peer live ADDR | shadow ADDR LOG [MODE] | client ADDR SCENARIO ...")
         }
@@ -395,4 +405,98 @@ fn client(addr: SocketAddr, scenario: &str, args: &[String]) -> Result<()> {
         other => bail!("unknown scenario {other}"),
     }
     Ok(())
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn cpu_server(addr: &str, micros: u64) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("LISTENING {}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
+                    let start = thread_cpu();
+                    let mut x = 0u64;
+                    while thread_cpu() - start < Duration::from_micros(micros) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{x}\n")))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+fn load(addr: SocketAddr, rates: &str, step_ms: u64) -> Result<()> {
+    let rates: Vec<f64> = std::fs::read_to_string(rates)
+        .with_context(|| format!("reading {rates}"))?
+        .lines()
+        .map(|l| {
+            l.trim()
+                .parse::<f64>()
+                .with_context(|| format!("rate {l:?}"))
+        })
+        .collect::<Result<_>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for (step, rate) in rates.iter().enumerate() {
+            let n = (rate * step_ms as f64 / 1000.0).round() as u64;
+            for k in 0..n {
+                let at = start
+                    + Duration::from_millis(step as u64 * step_ms)
+                    + Duration::from_micros(k * step_ms * 1000 / n.max(1));
+                tokio::time::sleep_until(at).await;
+                tasks.push(tokio::spawn(async move {
+                    let sent = std::time::Instant::now();
+                    let status =
+                        tokio::time::timeout(Duration::from_secs(10), one_request(addr)).await;
+                    let status = status.ok().and_then(Result::ok).unwrap_or(0);
+                    println!("{step} {} {status}", sent.elapsed().as_micros());
+                }));
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        std::io::stdout().flush()?;
+        Ok(())
+    })
+}
+
+async fn one_request(addr: SocketAddr) -> Result<u16> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "cpu")
+        .body(Full::new(Bytes::new()))?;
+    let res = send.send_request(req).await?;
+    let status = res.status().as_u16();
+    res.into_body().collect().await?;
+    Ok(status)
 }
