@@ -177,16 +177,40 @@ pub fn forecast_max(f: &Forecast, now: i64, from_s: f64, to_s: f64, q: f64) -> O
 /// *next* decision is ready (`lead + interval`), so it is in place before
 /// demand arrives and not released while it could not come back in time;
 /// never below what the actuals need now (the reactive floor).
+///
+/// A forecast's P90 is not a P90 of what the next interval needs: its
+/// interval is calibrated over the whole horizon, and demand has spikes no
+/// forecast sees. So the level sized for is calibrated online (adaptive
+/// conformal inference, Gibbs and Candès 2021): after each interval, the
+/// level moves up by `calibration_rate` (in standard-normal z) times
+/// `1 - under_target` when demand exceeded the capacity in effect, and
+/// down by `calibration_rate * under_target` when it did not, so the share
+/// of intervals under-provisioned tends to `under_target` whatever the
+/// forecast's own calibration. It starts at `quantile`. Scale-down waits
+/// until the forecast asks for `tolerance` less (HPA's band), so small
+/// forecast wobbles do not turn into actions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Predictive {
-    /// The forecast quantile sized for (0.9 = P90).
+    /// The forecast quantile sized for at start (0.9 = P90).
     pub quantile: f64,
     /// Utilisation the capacity is sized for. The quantile already is the
     /// headroom, so 1 by default.
     pub target: f64,
     /// The reactive floor's target utilisation on actuals.
     pub floor_target: f64,
+    /// The share of intervals allowed to be under-provisioned; `None`
+    /// keeps `quantile` fixed.
+    pub under_target: Option<f64>,
+    /// How far one interval moves the level, in z.
+    pub calibration_rate: f64,
+    pub tolerance: f64,
+    /// The calibration's offset in z from `quantile`'s, and whether a
+    /// decision was made before (the next one judges its interval).
+    #[serde(skip)]
+    pub shift: f64,
+    #[serde(skip)]
+    pub judged: bool,
 }
 
 impl Default for Predictive {
@@ -195,6 +219,56 @@ impl Default for Predictive {
             quantile: 0.9,
             target: 1.0,
             floor_target: 0.9,
+            under_target: Some(0.01),
+            calibration_rate: 0.2,
+            tolerance: 0.1,
+            shift: 0.0,
+            judged: false,
+        }
+    }
+}
+
+/// The standard normal CDF (Abramowitz and Stegun 7.1.26, |error| < 1.5e-7).
+pub fn normal_cdf(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-x * x).exp();
+    if z >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
+}
+
+impl Predictive {
+    /// The level sized for now.
+    pub fn level(&self) -> f64 {
+        if self.shift == 0.0 {
+            self.quantile
+        } else {
+            normal_cdf(normal_quantile(self.quantile) + self.shift)
+        }
+    }
+
+    /// Judges the interval that just ended: was demand above capacity?
+    fn calibrate(&mut self, obs: &Observation<'_>) {
+        let Some(alpha) = self.under_target else {
+            return;
+        };
+        if std::mem::replace(&mut self.judged, true) {
+            let miss = if obs.demand > obs.current + 1e-9 {
+                1.0
+            } else {
+                0.0
+            };
+            let z0 = normal_quantile(self.quantile);
+            // The level stays within P16..P99.997.
+            self.shift =
+                (self.shift + self.calibration_rate * (miss - alpha)).clamp(-1.0 - z0, 4.0 - z0);
         }
     }
 }
@@ -205,21 +279,23 @@ impl Policy for Predictive {
     }
 
     fn propose(&mut self, obs: &Observation<'_>) -> Proposal {
+        self.calibrate(obs);
+        let q = self.level();
         let floor = obs.demand / self.floor_target;
         let window = obs.lead_s + obs.interval_s;
         let ahead = obs
             .forecast
-            .and_then(|f| forecast_max(f, obs.now, 0.0, window, self.quantile));
-        match ahead {
+            .and_then(|f| forecast_max(f, obs.now, 0.0, window, q));
+        let mut p = match ahead {
             Some((value, at)) if value / self.target > floor => Proposal {
                 desired: value / self.target,
                 floor,
                 basis: Basis::Forecast,
                 forecast: Some(value),
-                quantile: Some(self.quantile),
+                quantile: Some(q),
                 reason: format!(
-                    "P{:.0} forecast {value:.3} at +{}s within lead {:.0}s + interval {:.0}s",
-                    self.quantile * 100.0,
+                    "P{:.1} forecast {value:.3} at +{}s within lead {:.0}s + interval {:.0}s",
+                    q * 100.0,
                     at - obs.now,
                     obs.lead_s,
                     obs.interval_s
@@ -230,12 +306,12 @@ impl Policy for Predictive {
                 floor,
                 basis: Basis::Actual,
                 forecast: Some(value),
-                quantile: Some(self.quantile),
+                quantile: Some(q),
                 reason: format!(
-                    "reactive floor: demand {:.3} at {:.0}% is above the P{:.0} forecast {value:.3}",
+                    "reactive floor: demand {:.3} at {:.0}% is above the P{:.1} forecast {value:.3}",
                     obs.demand,
                     self.floor_target * 100.0,
-                    self.quantile * 100.0
+                    q * 100.0
                 ),
             },
             None => Proposal {
@@ -249,7 +325,15 @@ impl Policy for Predictive {
                     obs.demand
                 ),
             },
+        };
+        if p.desired < obs.current && p.desired > obs.current * (1.0 - self.tolerance) {
+            p.reason.push_str(&format!(
+                "; within {:.0}% of current: kept",
+                self.tolerance * 100.0
+            ));
+            p.desired = obs.current;
         }
+        p
     }
 }
 
@@ -451,7 +535,8 @@ mod tests {
         // A point beyond the window does not count.
         f.p90[4] = 5.0;
         f.p90[5] = 20.0;
-        assert_eq!(p.propose(&obs(4.0, 2.0, Some(&f))).desired, 5.0);
+        let got = p.propose(&obs(4.0, 2.0, Some(&f))).desired;
+        assert!((got - 5.0).abs() < 0.01, "{got}");
     }
 
     #[test]
@@ -462,6 +547,46 @@ mod tests {
         assert!((got.desired - 10.0).abs() < 1e-9, "9 at 90% is 10: {got:?}");
         let none = Predictive::default().propose(&obs(4.0, 9.0, None));
         assert!(none.reason.contains("no forecast"));
+    }
+
+    #[test]
+    fn the_level_calibrates_to_the_under_provisioned_share_asked_for() {
+        assert!((normal_cdf(1.281_551_565_5) - 0.9).abs() < 1e-6);
+        assert!((normal_cdf(-1.959_964) - 0.025).abs() < 1e-6);
+        let f = flat(1060, 60, 8.0, 10.0, 12.0, 10);
+        let mut p = Predictive::default();
+        assert_eq!(p.propose(&obs(12.0, 5.0, Some(&f))).quantile, Some(0.9));
+        // Demand above capacity: the level rises; then ninety-nine intervals
+        // without a miss bring it back to where it was (1 % asked for).
+        p.propose(&obs(12.0, 13.0, Some(&f)));
+        let raised = p.level();
+        assert!(raised > 0.92, "{raised}");
+        for _ in 0..99 {
+            p.propose(&obs(12.0, 5.0, Some(&f)));
+        }
+        assert!((p.level() - 0.9).abs() < 1e-6, "{}", p.level());
+        // Fixed when no target is asked for.
+        let mut fixed = Predictive {
+            under_target: None,
+            ..Predictive::default()
+        };
+        fixed.propose(&obs(12.0, 13.0, Some(&f)));
+        fixed.propose(&obs(12.0, 13.0, Some(&f)));
+        assert_eq!(fixed.level(), 0.9);
+    }
+
+    #[test]
+    fn a_small_forecast_fall_does_not_scale_down() {
+        let f = flat(1060, 60, 8.0, 10.0, 12.0, 10);
+        let mut p = Predictive::default();
+        // 12 wanted, 13 in place: within 10 %.
+        let got = p.propose(&obs(13.0, 5.0, Some(&f)));
+        assert_eq!(got.desired, 13.0);
+        assert!(got.reason.contains("kept"));
+        // 12 wanted, 20 in place: down (the level eased a hair after an
+        // interval without a miss).
+        let down = p.propose(&obs(20.0, 5.0, Some(&f))).desired;
+        assert!((down - 12.0).abs() < 0.01, "{down}");
     }
 
     #[test]

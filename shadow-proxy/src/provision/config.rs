@@ -13,7 +13,9 @@
 //! # command = ["/usr/local/bin/scale-web"]   hook_timeout = "30s"   (exec)
 //! # file = "infra/shadow.auto.tfvars.json"                          (terraform, cloudformation)
 //! policy = "predictive"           # predictive (default) | seed | reactive
-//! quantile = 0.9                  # predictive: the forecast quantile sized for
+//! quantile = 0.9                  # predictive: the forecast quantile sized for at start
+//! # under_target = 0.01           # predictive: the level calibrates to this share of
+//!                                 # intervals under-provisioned (0: keep `quantile` fixed)
 //! # target_utilisation = 0.8      # reactive and seed
 //! # demand = "cgroup.shadow-web.cpu_cores"   (the default for a cgroup loop)
 //! # demand_per_unit = 1.0         # the load one unit serves (replicas: req/s per replica)
@@ -63,6 +65,7 @@ struct RawLoop {
     file: Option<PathBuf>,
     policy: Option<String>,
     quantile: Option<f64>,
+    under_target: Option<f64>,
     target_utilisation: Option<f64>,
     demand: Option<String>,
     demand_per_unit: Option<f64>,
@@ -207,8 +210,13 @@ pub fn settings<E>(
                 if !(q.is_finite() && q > 0.0 && q < 1.0) {
                     return Err(bad("quantile", format!("{q} is not within (0, 1)")));
                 }
+                let under = l.under_target.unwrap_or(0.01);
+                if !(under.is_finite() && (0.0..1.0).contains(&under)) {
+                    return Err(bad("under_target", format!("{under} is not within [0, 1)")));
+                }
                 PolicyConfig::Predictive(Predictive {
                     quantile: q,
+                    under_target: (under > 0.0).then_some(under),
                     ..Predictive::default()
                 })
             }
