@@ -539,3 +539,112 @@ impl Provisioner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replicas loop on web's request rate (100 req/s per replica) that
+    /// writes Terraform variables, with 150 req/s in the history.
+    fn setup(mode: Mode, tag: &str) -> (Provisioner, Mutex<History>, std::path::PathBuf, i64) {
+        let dir = std::env::temp_dir().join(format!("shadow-prov-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tfvars = dir.join("shadow.auto.tfvars.json");
+        let now = 1_700_000_000;
+        let settings = ProvisionSettings {
+            mode,
+            loops: vec![LoopSettings {
+                target: "web".into(),
+                resource: Resource::Replicas,
+                backend: BackendSettings::Terraform {
+                    path: tfvars.clone(),
+                },
+                policy: PolicyConfig::default(),
+                limits: Limits {
+                    grace_s: 0.0,
+                    ..Limits::default()
+                },
+                demand: "web.rate".into(),
+                demand_per_unit: 100.0,
+                time_to_ready: Duration::from_secs(300),
+                interval: Duration::from_secs(60),
+                alerts: vec![0.8],
+                initial: 2.0,
+            }],
+            pool: None,
+        };
+        let mut h = History::new("test", 1000, 16);
+        for t in 0..30 {
+            h.push((now - 30 + t) as u64, "web.rate", 150.0);
+        }
+        (
+            Provisioner::new(settings, now - 300),
+            Mutex::new(h),
+            tfvars,
+            now,
+        )
+    }
+
+    #[test]
+    fn forecast_only_plans_and_writes_nothing_then_apply_writes_the_variables() {
+        let (p, h, tfvars, now) = setup(Mode::ForecastOnly, "modes");
+        let d = p.round(now, &h, None, false, None);
+        assert_eq!(d.len(), 1);
+        // 150 req/s at 100 per replica, at 90 %: 1.67 -> 2 replicas; 2 in place.
+        assert_eq!(d[0].outcome, Outcome::Unchanged, "{:?}", d[0]);
+        // Not due again within the interval, unless forced.
+        assert!(p.round(now + 10, &h, None, false, None).is_empty());
+        // A minute at 450 req/s: 5 replicas wanted (4: one step doubles at most).
+        for t in 1..=60 {
+            h.lock().unwrap().push(now as u64 + t, "web.rate", 450.0);
+        }
+        let planned = p.round(now + 61, &h, None, true, None);
+        assert_eq!(planned[0].desired, 4.0, "{:?}", planned[0]);
+        assert_eq!(planned[0].outcome, Outcome::Planned, "{:?}", planned[0]);
+        assert!(!tfvars.exists(), "forecast-only wrote {}", tfvars.display());
+        let applied = p.round(now + 62, &h, None, true, Some(Mode::Apply));
+        assert!(
+            matches!(applied[0].outcome, Outcome::Applied { .. }),
+            "{:?}",
+            applied[0]
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&tfvars).unwrap()).unwrap();
+        assert_eq!(v["shadow_web_replicas"], applied[0].desired as i64);
+        let plan = p.plan();
+        assert_eq!(
+            plan.rows[0].current, applied[0].desired,
+            "the last applied is current"
+        );
+        assert_eq!(plan.rows[0].lead_samples, 1);
+        assert_eq!(p.events().events.len(), 3);
+        let _ = std::fs::remove_dir_all(tfvars.parent().unwrap());
+    }
+
+    #[test]
+    fn what_if_scales_demand_and_says_when_thresholds_are_crossed() {
+        let (p, h, tfvars, now) = setup(Mode::ForecastOnly, "whatif");
+        let w = p.what_if(2.0, 1.0, Some("web"), now, &h, None);
+        assert_eq!(w.resources.len(), 1);
+        let r = &w.resources[0];
+        // No request-rate line to fit (web.rate is the demand itself):
+        // demand doubles, 300 req/s on 2 replicas is 150 %.
+        assert_eq!(r.method, "proportional");
+        assert!((r.utilisation_p90[0] - 1.5).abs() < 1e-9, "{r:?}");
+        assert!(r.crossings.iter().all(|c| c.at.is_some()), "{r:?}");
+        assert!(w.plan[0].desired >= 4.0, "{:?}", w.plan[0]);
+        // Twice the capacity at the same traffic: 75 %, under the 80 % alert.
+        let w = p.what_if(1.5, 2.0, None, now, &h, None);
+        assert!(
+            w.resources[0].crossings[0].at.is_none(),
+            "{:?}",
+            w.resources[0]
+        );
+        assert!(
+            p.what_if(2.0, 1.0, Some("db"), now, &h, None)
+                .resources
+                .is_empty()
+        );
+        let _ = std::fs::remove_dir_all(tfvars.parent().unwrap());
+    }
+}
