@@ -609,3 +609,62 @@ fn predictive_raises_the_cpu_limit_before_a_real_ramp_and_keeps_p99_below_reacti
         reactive.1
     );
 }
+
+/// A free loopback port range start: ten ports from one the kernel gave.
+fn free_base_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn local_replicas_start_ready_drain_and_keep_the_allocation_on_failure() {
+    use shadow_proxy::provision::replicas::Replicas;
+    let peer = built_binary("http-peer").display().to_string();
+    let base = free_base_port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut r = Replicas::new(
+        vec![peer.clone(), "live".into(), "127.0.0.1:{port}".into()],
+        base,
+    );
+    r.drain = Duration::from_millis(200);
+    r.ready_timeout = Duration::from_secs(10);
+    let log = seen.clone();
+    r.on_change = Some(Box::new(move |addrs| log.lock().unwrap().push(addrs.len())));
+    let d = decision();
+    let started = Instant::now();
+    r.apply(&change(Resource::Replicas, 3.0, &d))
+        .expect("three replicas");
+    eprintln!("three replicas ready in {:?}", started.elapsed());
+    assert_eq!(r.current(Resource::Replicas), Some(3.0));
+    let ports = r.ports();
+    for p in &ports {
+        // Ready means answering.
+        std::net::TcpStream::connect(("127.0.0.1", *p))
+            .unwrap_or_else(|e| panic!("replica on {p}: {e}"));
+    }
+    r.apply(&change(Resource::Replicas, 1.0, &d))
+        .expect("down to one");
+    assert_eq!(r.ports(), &ports[..1]);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ports[2])).is_err(),
+        "the stopped replica still answers"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![3, 1],
+        "routing was told before each stop"
+    );
+
+    // Copies that never get ready: the change fails and one replica stays.
+    let mut broken = Replicas::new(
+        vec!["/bin/sleep".into(), "30".into(), "{port}".into()],
+        base + 5,
+    );
+    broken.ready_timeout = Duration::from_millis(500);
+    let err = broken
+        .apply(&change(Resource::Replicas, 2.0, &d))
+        .unwrap_err();
+    assert_eq!(err.kind(), "timeout", "{err}");
+    assert_eq!(broken.current(Resource::Replicas), Some(0.0));
+    assert_eq!(r.current(Resource::Replicas), Some(1.0));
+}

@@ -12,6 +12,8 @@
 //! cgroup = "shadow-web"           # backend = "cgroup"
 //! # command = ["/usr/local/bin/scale-web"]   hook_timeout = "30s"   (exec)
 //! # file = "infra/shadow.auto.tfvars.json"                          (terraform, cloudformation)
+//! # command = ["/usr/bin/web", "--port", "{port}"]  base_port = 9100  (replicas;
+//! #   ready_path = "/" (empty: a TCP connect), ready_timeout = "30s", drain = "5s", stop_timeout = "10s")
 //! policy = "predictive"           # predictive (default) | seed | reactive
 //! quantile = 0.9                  # predictive: the forecast quantile sized for at start
 //! # under_target = 0.01           # predictive: the level calibrates to this share of
@@ -63,6 +65,11 @@ struct RawLoop {
     command: Option<Vec<String>>,
     hook_timeout: Option<String>,
     file: Option<PathBuf>,
+    base_port: Option<u16>,
+    ready_path: Option<String>,
+    ready_timeout: Option<String>,
+    drain: Option<String>,
+    stop_timeout: Option<String>,
     policy: Option<String>,
     quantile: Option<f64>,
     under_target: Option<f64>,
@@ -83,7 +90,7 @@ struct RawLoop {
     initial: Option<f64>,
 }
 
-const BACKENDS: &str = "cgroup, exec, terraform, cloudformation";
+const BACKENDS: &str = "cgroup, exec, terraform, cloudformation, replicas";
 
 /// Validates `[provision]`; `invalid(key, reason)` builds the error.
 pub fn settings<E>(
@@ -188,6 +195,43 @@ pub fn settings<E>(
                     BackendSettings::Terraform { path }
                 } else {
                     BackendSettings::CloudFormation { path }
+                }
+            }
+            "replicas" => {
+                if resource != Resource::Replicas {
+                    return Err(bad(
+                        "backend",
+                        "local replicas size replicas, not cpu or memory".into(),
+                    ));
+                }
+                let command = l.command.clone().filter(|c| !c.is_empty()).ok_or_else(|| {
+                    need(
+                        "command",
+                        "the program to run, with {port} where its port goes",
+                    )
+                })?;
+                if ExecHook::resolve(&command[0]).is_none() {
+                    return Err(bad(
+                        "command",
+                        format!("{:?} does not exist or is not executable", command[0]),
+                    ));
+                }
+                if !command.iter().any(|a| a.contains("{port}")) {
+                    return Err(bad(
+                        "command",
+                        "no argument has {port}: every copy needs its own port".into(),
+                    ));
+                }
+                BackendSettings::Replicas {
+                    command,
+                    base_port: l
+                        .base_port
+                        .ok_or_else(|| need("base_port", "the first copy's port"))?,
+                    ready_path: Some(l.ready_path.clone().unwrap_or_else(|| "/".into()))
+                        .filter(|p| !p.is_empty()),
+                    ready_timeout: secs("ready_timeout", &l.ready_timeout, "30s")?,
+                    drain: secs("drain", &l.drain, "5s")?,
+                    stop_timeout: secs("stop_timeout", &l.stop_timeout, "10s")?,
                 }
             }
             other => {
@@ -355,6 +399,14 @@ mod tests {
                 "provision.pool.zones[0].classes: zone \"a\" has no units",
             ),
             ("[provision]\nmode = \"yolo\"\n".into(), "provision.mode"),
+            (
+                "[[provision.loop]]\ntarget = \"web\"\nresource = \"replicas\"\nbackend = \"replicas\"\ncommand = [\"/bin/sh\"]\nbase_port = 9100\ndemand = \"web.rate\"\n".into(),
+                "provision.loop[0].command: no argument has {port}",
+            ),
+            (
+                "[[provision.loop]]\ntarget = \"web\"\nresource = \"cpu\"\nbackend = \"replicas\"\ncommand = [\"/bin/sh\", \"{port}\"]\nbase_port = 9100\ndemand = \"web.rate\"\n".into(),
+                "provision.loop[0].backend: local replicas size replicas",
+            ),
             (format!("{CPU}policy = \"magic\"\n"), "provision.loop[0].policy"),
             (format!("{CPU}quantile = 1.5\n"), "provision.loop[0].quantile"),
         ];

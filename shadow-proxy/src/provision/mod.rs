@@ -16,6 +16,7 @@ pub mod cgroup;
 pub mod config;
 pub mod hook;
 pub mod iac;
+pub mod replicas;
 
 use std::{
     collections::VecDeque,
@@ -54,6 +55,15 @@ pub enum BackendSettings {
     Terraform { path: std::path::PathBuf },
     /// A CloudFormation parameters file.
     CloudFormation { path: std::path::PathBuf },
+    /// Local copies of a command, each on its own port (`{port}`).
+    Replicas {
+        command: Vec<String>,
+        base_port: u16,
+        ready_path: Option<String>,
+        ready_timeout: Duration,
+        drain: Duration,
+        stop_timeout: Duration,
+    },
 }
 
 impl BackendSettings {
@@ -72,6 +82,21 @@ impl BackendSettings {
                 format: iac::Format::CloudFormation,
                 path: path.clone(),
             }),
+            Self::Replicas {
+                command,
+                base_port,
+                ready_path,
+                ready_timeout,
+                drain,
+                stop_timeout,
+            } => {
+                let mut r = replicas::Replicas::new(command.clone(), *base_port);
+                r.ready_path.clone_from(ready_path);
+                r.ready_timeout = *ready_timeout;
+                r.drain = *drain;
+                r.stop_timeout = *stop_timeout;
+                Box::new(r)
+            }
         }
     }
 }
