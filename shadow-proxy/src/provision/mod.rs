@@ -31,7 +31,7 @@ use shadow_api::provision::{
 use shadow_forecast::provision::{
     Controller, LeadTime, Limits, PolicyConfig,
     policy::forecast_max,
-    pool::{Placement, Pool},
+    pool::{Placed, Placement, Pool},
 };
 
 pub use backend::{Backend, BackendError, Change};
@@ -156,8 +156,37 @@ pub struct Provisioner {
     loops: Mutex<Vec<Loop>>,
     events: Mutex<(VecDeque<Decision>, u64)>,
     pool: Option<Pool>,
-    /// The pool's placement, kept so a new one starts from it.
-    placement: Mutex<Placement>,
+    /// The pool's placement (made after each round, from the last one, so
+    /// placed units stay), and the live units it was made for.
+    placed: Mutex<(Placed, u32)>,
+    /// The plan as of the last round: what the API reads, so a read never
+    /// waits for a backend that is applying.
+    snapshot: Mutex<(Vec<PlanRow>, Vec<PreProvision>)>,
+}
+
+/// A loop as `shadowctl plan` shows it.
+fn row(l: &Loop) -> PlanRow {
+    let (failures, retry_at) = l.controller.failures();
+    let current = l.current();
+    PlanRow {
+        target: l.settings.target.clone(),
+        resource: l.settings.resource,
+        backend: l.backend.name().into(),
+        policy: l.controller.policy().into(),
+        current,
+        desired: l.last.as_ref().map_or(current, |d| d.desired),
+        min: l.settings.limits.min,
+        max: l.settings.limits.max,
+        lead_median_s: l.controller.lead.median_s(),
+        lead_p90_s: l.controller.lead.p90_s(),
+        lead_samples: l.controller.lead.samples(),
+        failures,
+        retry_at,
+        reason: l
+            .last
+            .as_ref()
+            .map_or_else(|| "no decision yet".into(), |d| d.reason.clone()),
+    }
 }
 
 impl Provisioner {
@@ -195,14 +224,42 @@ impl Provisioner {
                     queued: Vec::new(),
                 }
             })
-            .collect();
-        Self {
+            .collect::<Vec<Loop>>();
+        let snapshot = (loops.iter().map(row).collect(), Vec::new());
+        let empty = Placed {
+            placement: Placement::new(),
+            shortfall: None,
+        };
+        let p = Self {
             mode: settings.mode,
             loops: Mutex::new(loops),
             events: Mutex::new((VecDeque::new(), 0)),
             pool: settings.pool,
-            placement: Mutex::new(Placement::new()),
-        }
+            placed: Mutex::new((empty, 0)),
+            snapshot: Mutex::new(snapshot),
+        };
+        p.place();
+        p
+    }
+
+    /// Places the live replicas the plan wants in the pool, starting from
+    /// the last placement.
+    fn place(&self) {
+        let Some(pool) = &self.pool else { return };
+        let wanted: f64 = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .iter()
+            .filter(|r| r.resource == Resource::Replicas)
+            .map(|r| r.desired)
+            .sum();
+        let primary = wanted.ceil().max(0.0) as u32;
+        let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        let next = pool.place(primary, &placed.0.placement);
+        metrics::gauge!(names::PROVISION_COST).set(pool.cost_per_hour(&next.placement));
+        *placed = (next, primary);
     }
 
     pub fn mode(&self) -> Mode {
@@ -327,7 +384,13 @@ impl Provisioner {
             l.last = Some(step.decision.clone());
             out.push(step.decision);
         }
+        let rows = loops.iter().map(row).collect();
+        let queued = loops.iter().flat_map(|l| l.queued.clone()).collect();
         drop(loops);
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = (rows, queued);
+        if !out.is_empty() {
+            self.place();
+        }
         let mut ev = self.events.lock().unwrap_or_else(|p| p.into_inner());
         for d in &out {
             if ev.0.len() == EVENTS {
@@ -347,35 +410,13 @@ impl Provisioner {
         }
     }
 
+    /// The plan as of the last round (never waits for a backend).
     pub fn plan(&self) -> Plan {
-        let loops = self.lock();
-        let rows = loops
-            .iter()
-            .map(|l| {
-                let (failures, retry_at) = l.controller.failures();
-                let current = l.current();
-                PlanRow {
-                    target: l.settings.target.clone(),
-                    resource: l.settings.resource,
-                    backend: l.backend.name().into(),
-                    policy: l.controller.policy().into(),
-                    current,
-                    desired: l.last.as_ref().map_or(current, |d| d.desired),
-                    min: l.settings.limits.min,
-                    max: l.settings.limits.max,
-                    lead_median_s: l.controller.lead.median_s(),
-                    lead_p90_s: l.controller.lead.p90_s(),
-                    lead_samples: l.controller.lead.samples(),
-                    failures,
-                    retry_at,
-                    reason: l
-                        .last
-                        .as_ref()
-                        .map_or_else(|| "no decision yet".into(), |d| d.reason.clone()),
-                }
-            })
-            .collect();
-        let queued = loops.iter().flat_map(|l| l.queued.clone()).collect();
+        let (rows, queued) = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Plan {
             mode: self.mode,
             rows,
@@ -384,22 +425,11 @@ impl Provisioner {
         }
     }
 
-    /// The pool placed for the live replicas the loops want now.
+    /// The pool as placed after the last round.
     pub fn pool_view(&self) -> Option<shadow_api::provision::Pool> {
         let pool = self.pool.as_ref()?;
-        let wanted: f64 = self
-            .lock()
-            .iter()
-            .filter(|l| l.settings.resource == Resource::Replicas)
-            .map(|l| l.last.as_ref().map_or(l.current(), |d| d.desired))
-            .sum();
-        let primary = wanted.ceil().max(0.0) as u32;
-        let mut placement = self.placement.lock().unwrap_or_else(|p| p.into_inner());
-        let placed = pool.place(primary, &placement);
-        placement.clone_from(&placed.placement);
-        let view = pool.view(&placed, primary);
-        metrics::gauge!(names::PROVISION_COST).set(view.cost_per_hour);
-        Some(view)
+        let placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        Some(pool.view(&placed.0, placed.1))
     }
 }
 
@@ -643,6 +673,43 @@ mod tests {
         );
         assert_eq!(plan.rows[0].lead_samples, 1);
         assert_eq!(p.events().events.len(), 3);
+        let _ = std::fs::remove_dir_all(tfvars.parent().unwrap());
+    }
+
+    #[test]
+    fn the_pool_is_placed_after_each_round_and_the_plan_shows_its_cost() {
+        use shadow_forecast::provision::pool::{UnitClass, Zone};
+        let (mut p, h, tfvars, now) = setup(Mode::Apply, "pool");
+        let zone = |name: &str| Zone {
+            name: name.into(),
+            healthy: true,
+            demand_weight: 1.0,
+            classes: vec![UnitClass {
+                class: "spot".into(),
+                units: 4,
+                cost_per_unit_hour: 0.5,
+            }],
+        };
+        p.pool = Some(Pool {
+            zones: vec![zone("a"), zone("b")],
+            shadow_fraction: 0.5,
+            min_zones: 2,
+        });
+        for t in 1..=60 {
+            h.lock().unwrap().push(now as u64 + t, "web.rate", 450.0);
+        }
+        let d = p.round(now + 61, &h, None, true, None);
+        assert!(
+            matches!(d[0].outcome, Outcome::Applied { .. }),
+            "{:?}",
+            d[0]
+        );
+        // 4 live replicas and a shadow of 2, at 0.5 per unit-hour.
+        let plan = p.plan();
+        assert!((plan.cost_per_hour - 3.0).abs() < 1e-9, "{plan:?}");
+        let pool = p.pool_view().unwrap();
+        assert_eq!(pool.primary_wanted, 4);
+        assert_eq!(pool.rows.iter().map(|r| r.shadow).sum::<u32>(), 2);
         let _ = std::fs::remove_dir_all(tfvars.parent().unwrap());
     }
 
