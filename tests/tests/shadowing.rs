@@ -866,3 +866,84 @@ fn live_traffic_series_feed_the_regression_and_the_failure_probability() {
         "{text}"
     );
 }
+
+#[test]
+fn local_replicas_the_provisioner_starts_become_shadow_targets() {
+    let Some(_k) = kernel_test("local_replicas_the_provisioner_starts_become_shadow_targets")
+    else {
+        return;
+    };
+    let logs = std::env::temp_dir().join(format!("shadow-replica-logs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).unwrap();
+    // Two copies of a logging shadow server, started by the provisioner in
+    // the agent's namespace (its minimum is two, so the first round
+    // applies it), each on its own port from 9300.
+    let extra = format!(
+        "\n[service.diff]\nnoise_fraction = 0.0\n\n[provision]\nmode = \"apply\"\n\n\
+         [[provision.loop]]\ntarget = \"web\"\nresource = \"replicas\"\nbackend = \"replicas\"\n\
+         command = [\"{peer}\", \"shadow\", \"127.0.0.1:{{port}}\", \"{logs}/replica-{{port}}.jsonl\", \"normal\"]\n\
+         base_port = 9300\ndemand = \"web.rate\"\ndemand_per_unit = 1000.0\npolicy = \"reactive\"\n\
+         min = 2\nmax = 3\ninterval = \"1s\"\ngrace = \"0s\"\ncooldown_up = \"0s\"\n",
+        peer = built_binary("http-peer").display(),
+        logs = logs.display(),
+    );
+    let m = Mirror::start("replicas", 100.0, &["normal"], &extra);
+    let status = wait_until_ok(
+        Duration::from_secs(30),
+        "the two replicas to be registered as shadow targets",
+        || {
+            let st = m.status();
+            if st.targets.len() == 3 {
+                Ok(st)
+            } else {
+                Err(format!("targets {:?}\n{}", st.targets, m.log()))
+            }
+        },
+    );
+    assert!(
+        status.targets[1..]
+            .iter()
+            .all(|t| t.starts_with("http://127.0.0.1:930")),
+        "{:?}",
+        status.targets
+    );
+    let r = m.client("concurrent", &["60"]);
+    assert!(r.iter().all(|x| x["status"] == 200));
+    let replica_log = |port: u16| -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(logs.join(format!("replica-{port}.jsonl"))).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("replica log JSON"))
+            .filter(|v: &Value| {
+                v["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/concurrent"))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let total = || m.shadow_log(0).len() + replica_log(9300).len() + replica_log(9301).len();
+    while total() < 60 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    m.settle(Duration::from_secs(15));
+    let (a, b) = (replica_log(9300), replica_log(9301));
+    let mut all = m.shadow_log(0);
+    all.extend(a.iter().cloned());
+    all.extend(b.iter().cloned());
+    let mut want: Vec<String> = (0..60).map(|i| format!("/concurrent/{i}")).collect();
+    want.sort();
+    assert_eq!(paths(&all), want, "{}", m.log());
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both replicas were sent shadow requests: {} and {} (configured target {})",
+        a.len(),
+        b.len(),
+        m.shadow_log(0).len()
+    );
+    drop(m);
+    let _ = std::fs::remove_dir_all(&logs);
+}

@@ -133,6 +133,42 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Registers a replicas loop's ready copies as the shadow targets of the
+/// shadowed service it is named for (its `target`). `None`, with a
+/// warning, when no shadowed service has that name.
+fn replica_routing(
+    shadowing: Option<&Control>,
+    target: &str,
+) -> Option<crate::provision::replicas::OnChange> {
+    let svc = shadowing.and_then(|c| {
+        c.replayer
+            .services
+            .values()
+            .find(|s| s.name() == target)
+            .cloned()
+    });
+    let Some(svc) = svc else {
+        tracing::warn!(
+            target,
+            "Local replicas are not registered as shadow targets: no shadowed service has this name"
+        );
+        return None;
+    };
+    // The copies change on the provisioning thread; the stack they are
+    // balanced by needs the runtime (its rate limit's timer).
+    let runtime = tokio::runtime::Handle::current();
+    let name = target.to_string();
+    Some(Box::new(move |addrs| {
+        let _entered = runtime.enter();
+        let uris: Vec<hyper::Uri> = addrs
+            .iter()
+            .filter_map(|a| format!("http://{a}").parse().ok())
+            .collect();
+        tracing::info!(service = %name, replicas = uris.len(), "Shadow targets: local replicas changed");
+        svc.set_discovered(uris);
+    }))
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let pid_file = PidFile::acquire(&cfg.pid_file)?;
@@ -192,8 +228,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             .predict
             .clone()
             .map(|p| Arc::new(Predictor::new(p, cfg.server_id.clone()))),
-        provision: (!provision.loops.is_empty())
-            .then(|| Arc::new(Provisioner::new(provision, unix_now()))),
+        provision: (!provision.loops.is_empty()).then(|| {
+            let route = |target: &str| replica_routing(shadowing.as_deref(), target);
+            Arc::new(Provisioner::with_routing(provision, unix_now(), &route))
+        }),
         prometheus,
         max_endpoint_series: cfg.max_endpoint_series,
     });

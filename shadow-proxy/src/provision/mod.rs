@@ -67,7 +67,9 @@ pub enum BackendSettings {
 }
 
 impl BackendSettings {
-    pub fn build(&self) -> Box<dyn Backend> {
+    /// `on_change`, for local replicas, is told every change of the ready
+    /// copies' addresses (the agent registers them as shadow targets).
+    pub fn build(&self, on_change: Option<replicas::OnChange>) -> Box<dyn Backend> {
         match self {
             Self::Cgroup { path } => Box::new(cgroup::Cgroup::at(path)),
             Self::Exec { command, timeout } => Box::new(hook::ExecHook {
@@ -95,6 +97,7 @@ impl BackendSettings {
                 r.ready_timeout = *ready_timeout;
                 r.drain = *drain;
                 r.stop_timeout = *stop_timeout;
+                r.on_change = on_change;
                 Box::new(r)
             }
         }
@@ -191,6 +194,16 @@ fn row(l: &Loop) -> PlanRow {
 
 impl Provisioner {
     pub fn new(settings: ProvisionSettings, now: i64) -> Self {
+        Self::with_routing(settings, now, &|_| None)
+    }
+
+    /// `route` gives, per loop target (a service name), what is told of
+    /// its local replicas' addresses as they change.
+    pub fn with_routing(
+        settings: ProvisionSettings,
+        now: i64,
+        route: &dyn Fn(&str) -> Option<replicas::OnChange>,
+    ) -> Self {
         let loops = settings
             .loops
             .into_iter()
@@ -205,7 +218,10 @@ impl Provisioner {
                     now,
                 );
                 controller.alerts = s.alerts.clone();
-                let backend = s.backend.build();
+                let on_change = matches!(s.backend, BackendSettings::Replicas { .. })
+                    .then(|| route(&s.target))
+                    .flatten();
+                let backend = s.backend.build(on_change);
                 tracing::info!(
                     target = %s.target,
                     resource = s.resource.name(),

@@ -11,9 +11,10 @@
 //!   told the copies that remain), then `drain` lets in-flight requests
 //!   finish, then SIGTERM, then SIGKILL after `stop_timeout`.
 //!
-//! `on_change` receives every change of the set of ready copies' addresses;
-//! the agent does not yet feed it into the replayer's balancer, so copies
-//! are not yet registered as shadow targets (see the README).
+//! `on_change` receives every change of the set of ready copies' addresses.
+//! The agent registers them as shadow targets of the service the loop is
+//! named for: the replayer balances over them beside the configured ones
+//! (`agent::replica_routing`).
 
 use std::{
     io::{Read, Write},

@@ -88,7 +88,14 @@ impl Control {
                     service: name.clone(),
                     port: *port,
                     percent: f64::from(cfg.per_ten_thousand) / 100.0,
-                    targets: cfg.targets.iter().map(ToString::to_string).collect(),
+                    // The configured targets, then the local replicas the
+                    // provisioner registered.
+                    targets: cfg
+                        .targets
+                        .iter()
+                        .chain(&svc.discovered())
+                        .map(ToString::to_string)
+                        .collect(),
                     packets_seen: k.packets_seen,
                     packets_sampled: k.packets_sampled,
                     truncated: k.truncated,

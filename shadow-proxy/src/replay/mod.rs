@@ -25,6 +25,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use hyper::Uri;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -81,6 +82,9 @@ pub struct ServiceReplay {
     client: ShadowClient,
     /// The stack's slots; they outlive rule changes.
     in_flight: Arc<Semaphore>,
+    /// Targets registered at run time (the provisioner's local replicas),
+    /// balanced beside the configured ones.
+    discovered: Mutex<Vec<Uri>>,
     stack: Mutex<Stack>,
 }
 
@@ -91,7 +95,8 @@ impl ServiceReplay {
         let in_flight = Arc::new(Semaphore::new(cfg.max_in_flight));
         Self {
             diff: Mutex::new(DiffState::new(&cfg.diff)),
-            stack: Mutex::new(stack::build(&cfg, &client, in_flight.clone())),
+            stack: Mutex::new(stack::build(&cfg, &[], &client, in_flight.clone())),
+            discovered: Mutex::new(Vec::new()),
             client,
             in_flight,
             cfg: RwLock::new(cfg),
@@ -103,10 +108,42 @@ impl ServiceReplay {
     pub fn set_rules(&self, raw: config::RawRules) -> Result<(), config::RuleError> {
         let mut cfg = self.config();
         config::apply_rules(&mut cfg, raw)?;
+        // Held while the stack is rebuilt: a replica change cannot slip in
+        // between (the lock order is discovered, then stack, everywhere).
+        let discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
         *self.stack.lock().unwrap_or_else(|p| p.into_inner()) =
-            stack::build(&cfg, &self.client, self.in_flight.clone());
+            stack::build(&cfg, &discovered, &self.client, self.in_flight.clone());
         *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = cfg;
         Ok(())
+    }
+
+    /// Replaces the targets registered at run time (every ready local
+    /// replica). Requests in flight finish on the targets they went to;
+    /// new ones are balanced over the configured and discovered targets.
+    /// Must run inside the tokio runtime (the rate limit's timer).
+    pub fn set_discovered(&self, targets: Vec<Uri>) {
+        let cfg = self.config();
+        let mut discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        *self.stack.lock().unwrap_or_else(|p| p.into_inner()) =
+            stack::build(&cfg, &targets, &self.client, self.in_flight.clone());
+        *discovered = targets;
+    }
+
+    /// The targets registered at run time.
+    pub fn discovered(&self) -> Vec<Uri> {
+        self.discovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> String {
+        self.cfg
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .name
+            .clone()
     }
 
     fn config(&self) -> ServiceConfig {

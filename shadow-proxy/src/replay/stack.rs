@@ -267,13 +267,24 @@ fn rate_window(rps: f64) -> (u64, Duration) {
     }
 }
 
-/// Builds a service's stack. `in_flight` is the service's own semaphore,
-/// kept across rule changes so that replacing the rules never lets more
-/// than `max_in_flight` through.
-pub fn build(cfg: &ServiceConfig, client: &ShadowClient, in_flight: Arc<Semaphore>) -> Stack {
-    let targets: Vec<_> = cfg
-        .targets
-        .iter()
+/// Builds a service's stack over its configured targets and those
+/// `discovered` at run time (local replicas). `in_flight` is the service's
+/// own semaphore, kept across rule and target changes so that replacing
+/// the stack never lets more than `max_in_flight` through.
+pub fn build(
+    cfg: &ServiceConfig,
+    discovered: &[Uri],
+    client: &ShadowClient,
+    in_flight: Arc<Semaphore>,
+) -> Stack {
+    let mut uris: Vec<&Uri> = cfg.targets.iter().collect();
+    for d in discovered {
+        if !uris.contains(&d) {
+            uris.push(d);
+        }
+    }
+    let targets: Vec<_> = uris
+        .into_iter()
         .map(|t| {
             let branch = target(client.clone(), t.clone(), cfg.timeout);
             PendingRequests::new(branch, CompleteOnResponse::default())

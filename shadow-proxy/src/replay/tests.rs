@@ -103,7 +103,7 @@ async fn answers_come_back_from_every_target() {
     let (a, hits_a) = server(Duration::ZERO).await;
     let (b, hits_b) = server(Duration::ZERO).await;
     let cfg = Arc::new(service(&[a, b], ""));
-    let mut s = stack::build(&cfg, &stack::client(), Arc::new(Semaphore::new(8)));
+    let mut s = stack::build(&cfg, &[], &stack::client(), Arc::new(Semaphore::new(8)));
     let mut seen = std::collections::BTreeSet::new();
     for id in 0..40 {
         let answer = stack::submit(&mut s, request(id, &cfg))
@@ -127,7 +127,7 @@ async fn full_slots_refuse_at_once_then_free_when_answers_time_out() {
         "max_in_flight = 2\ntimeout = \"300ms\"\n",
     ));
     let slots = Arc::new(Semaphore::new(2));
-    let mut s = stack::build(&cfg, &stack::client(), slots.clone());
+    let mut s = stack::build(&cfg, &[], &stack::client(), slots.clone());
     let first = stack::submit(&mut s, request(1, &cfg)).expect("a slot");
     let second = stack::submit(&mut s, request(2, &cfg)).expect("a slot");
     let started = Instant::now();
@@ -165,7 +165,7 @@ async fn the_rate_cap_refuses_by_its_own_reason_and_holds_no_slot() {
     let (fast, _) = server(Duration::ZERO).await;
     let cfg = Arc::new(service(&[fast], "rps_limit = 3\n"));
     let slots = Arc::new(Semaphore::new(16));
-    let mut s = stack::build(&cfg, &stack::client(), slots.clone());
+    let mut s = stack::build(&cfg, &[], &stack::client(), slots.clone());
     let mut accepted = Vec::new();
     let mut refused = Vec::new();
     for id in 0..10 {
@@ -191,7 +191,7 @@ async fn a_closed_port_is_a_shadow_error_naming_the_target() {
         format!("http://{}", l.local_addr().unwrap())
     };
     let cfg = Arc::new(service(std::slice::from_ref(&closed), ""));
-    let mut s = stack::build(&cfg, &stack::client(), Arc::new(Semaphore::new(4)));
+    let mut s = stack::build(&cfg, &[], &stack::client(), Arc::new(Semaphore::new(4)));
     let answer = stack::submit(&mut s, request(1, &cfg)).expect("accepted");
     let f = Failure::classify(answer.await.err().expect("refused connection"));
     assert_eq!(f.reason(), Drop::ShadowError);
