@@ -159,7 +159,7 @@ impl Detector {
 
 /// The standard normal CDF (Abramowitz and Stegun 7.1.26 for erf,
 /// |error| < 1.5e-7).
-fn normal_cdf(z: f64) -> f64 {
+pub(crate) fn normal_cdf(z: f64) -> f64 {
     let x = z.abs() / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
     let poly = t

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Forecast;
+use crate::{Forecast, anomaly::normal_cdf};
 pub use shadow_api::provision::Basis;
 
 /// What a policy sees at one decision.
@@ -225,22 +225,6 @@ impl Default for Predictive {
             shift: 0.0,
             judged: false,
         }
-    }
-}
-
-/// The standard normal CDF (Abramowitz and Stegun 7.1.26, |error| < 1.5e-7).
-pub fn normal_cdf(z: f64) -> f64 {
-    let x = z.abs() / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let erf = 1.0 - poly * (-x * x).exp();
-    if z >= 0.0 {
-        0.5 * (1.0 + erf)
-    } else {
-        0.5 * (1.0 - erf)
     }
 }
 
