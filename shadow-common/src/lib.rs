@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod hist;
+pub mod steer;
 pub mod telemetry;
 
 pub use hist::{HIST_BUCKETS, Log2Hist, log2_bucket};

@@ -1,4 +1,6 @@
-//! shadow's eBPF object: tracepoint programs for block-I/O and TCP telemetry.
+//! shadow's eBPF object: tracepoint programs for block-I/O and TCP telemetry,
+//! the tc classifier that tees sampled connections, and the sk_lookup
+//! program that cuts new connections over to a shadow.
 //!
 //! Each program is a thin entry that calls a `try_*` function and counts a
 //! failure instead of dropping it. Field offsets come from the read-only
@@ -14,6 +16,8 @@ mod block;
 mod capture;
 #[cfg(target_arch = "bpf")]
 mod shared;
+#[cfg(target_arch = "bpf")]
+mod steer;
 #[cfg(target_arch = "bpf")]
 mod tcp;
 

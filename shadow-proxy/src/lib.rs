@@ -12,6 +12,7 @@ pub mod api;
 pub mod capture;
 pub mod config;
 pub mod diff;
+pub mod failover;
 pub mod forecast;
 pub mod host;
 pub mod http;

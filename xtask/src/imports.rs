@@ -27,6 +27,7 @@ pub const ORDER: &[&[&str]] = &[
     &["replay"],
     &["forecast"],
     &["provision"],
+    &["failover"],
     &["api"],
     &["config"],
     &["agent"],

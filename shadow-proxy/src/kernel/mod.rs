@@ -93,6 +93,16 @@ pub struct KernelTelemetry {
     ebpf: Ebpf,
 }
 
+/// Loads a second instance of the eBPF object with nothing attached, for
+/// a program that lives apart from the telemetry (the cutover's sk_lookup).
+/// Only the programs its owner loads reach the kernel's verifier.
+pub fn load_object() -> Result<Ebpf, TelemetryError> {
+    raise_memlock_limit();
+    EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .map_err(|e| TelemetryError::Load(Box::new(e)))
+}
+
 impl KernelTelemetry {
     /// Parses tracefs, loads the object and attaches every tracepoint.
     pub fn load() -> Result<Self, TelemetryError> {

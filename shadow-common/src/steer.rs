@@ -1,0 +1,56 @@
+//! Kernel-level cutover: an `sk_lookup` program, attached to a network
+//! namespace, steers new TCP connections for a steered port to a shadow's
+//! listening socket (held in a sockmap). Established connections are found
+//! before any lookup, so they stay where they are and drain.
+
+/// Map names.
+pub mod maps {
+    pub const STEER: &str = "STEER";
+    pub const STEER_SOCKS: &str = "STEER_SOCKS";
+    pub const STEER_STATS: &str = "STEER_STATS";
+}
+
+/// The `sk_lookup` program's name.
+pub const STEER_PROGRAM: &str = "shadow_steer";
+
+/// Ports steered at once, and so sockmap slots.
+pub const MAX_STEERED: u32 = 64;
+
+/// Share resolution: hundredths of a percent (10000 = every new connection).
+pub const STEER_SCALE: u32 = 10_000;
+
+/// Value of `STEER`, keyed by the local TCP port (host order) that clients
+/// connect to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Steer {
+    /// New connections sent to the shadow, in hundredths of a percent.
+    pub per_ten_thousand: u32,
+    /// The shadow listener's index in `STEER_SOCKS`, and the counters'
+    /// index in `STEER_STATS`; `< MAX_STEERED`.
+    pub slot: u32,
+}
+const _: () = assert!(core::mem::size_of::<Steer>() == 8);
+
+/// Per-slot counters (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SteerCounters {
+    /// Lookups for the steered port (one per new connection attempt).
+    pub lookups: u64,
+    /// New connections given to the shadow's listener.
+    pub steered: u64,
+    /// Assignments the kernel refused (no listener in the slot, or one
+    /// that is not listening): the connection went to the primary.
+    pub failed: u64,
+    pub _reserved: u64,
+}
+const _: () = assert!(core::mem::size_of::<SteerCounters>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)], integers only, no padding.
+    unsafe impl aya::Pod for super::Steer {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SteerCounters {}
+}
