@@ -187,8 +187,9 @@ pub fn forecast_max(f: &Forecast, now: i64, from_s: f64, to_s: f64, q: f64) -> O
 /// down by `calibration_rate * under_target` when it did not, so the share
 /// of intervals under-provisioned tends to `under_target` whatever the
 /// forecast's own calibration. It starts at `quantile`. Scale-down waits
-/// until the forecast asks for `tolerance` less (HPA's band), so small
-/// forecast wobbles do not turn into actions.
+/// until the forecast asks for `tolerance` less (HPA's band), and then goes
+/// only to the largest proposal of the last `stabilisation_s` (HPA's
+/// scale-down window), so forecast wobbles do not turn into actions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Predictive {
@@ -205,6 +206,11 @@ pub struct Predictive {
     /// How far one interval moves the level, in z.
     pub calibration_rate: f64,
     pub tolerance: f64,
+    /// Scale-down goes to the largest proposal of this window.
+    pub stabilisation_s: f64,
+    /// Recent proposals (time, capacity), for the scale-down window.
+    #[serde(skip)]
+    pub recommendations: VecDeque<(i64, f64)>,
     /// The calibration's offset in z from `quantile`'s, and whether a
     /// decision was made before (the next one judges its interval).
     #[serde(skip)]
@@ -222,6 +228,8 @@ impl Default for Predictive {
             under_target: Some(0.01),
             calibration_rate: 0.2,
             tolerance: 0.1,
+            stabilisation_s: 900.0,
+            recommendations: VecDeque::new(),
             shift: 0.0,
             judged: false,
         }
@@ -310,6 +318,30 @@ impl Policy for Predictive {
                 ),
             },
         };
+        self.recommendations.push_back((obs.now, p.desired));
+        let horizon = obs.now - self.stabilisation_s as i64;
+        while self
+            .recommendations
+            .front()
+            .is_some_and(|&(t, _)| t < horizon)
+        {
+            self.recommendations.pop_front();
+        }
+        if p.desired < obs.current {
+            let window = self
+                .recommendations
+                .iter()
+                .map(|r| r.1)
+                .fold(p.desired, f64::max)
+                .min(obs.current);
+            if window > p.desired {
+                p.reason.push_str(&format!(
+                    "; scale-down window {:.0}s: {window:.3}",
+                    self.stabilisation_s
+                ));
+                p.desired = window;
+            }
+        }
         if p.desired < obs.current && p.desired > obs.current * (1.0 - self.tolerance) {
             p.reason.push_str(&format!(
                 "; within {:.0}% of current: kept",

@@ -111,7 +111,19 @@ fn no_scale_in_on_the_forecast_alone() {
 
 #[test]
 fn cooldowns_follow_a_change() {
-    let mut c = predictive(no_grace());
+    // No scale-down window: the cooldown alone holds.
+    let mut c = Controller::new(
+        "web",
+        Resource::Replicas,
+        Box::new(Predictive {
+            stabilisation_s: 0.0,
+            ..Predictive::default()
+        }),
+        no_grace(),
+        LeadTime::new(300.0),
+        60.0,
+        0,
+    );
     let mut step = c.decide(1000, 4.0, 2.0, Some(&flat(1060, 8.0, 30)));
     c.applied(&mut step, 30.0);
     // Up again 30 s later: inside the 60 s up cooldown.
@@ -228,4 +240,22 @@ fn limits_that_make_no_sense_are_named() {
     };
     assert_eq!(bad.invalid().unwrap().0, "granularity");
     assert!(Limits::default().invalid().is_none());
+}
+
+#[test]
+fn predictive_scales_down_only_to_the_largest_proposal_of_its_window() {
+    let mut c = predictive(Limits {
+        cooldown_down_s: 0.0,
+        ..no_grace()
+    });
+    let mut step = c.decide(1000, 4.0, 2.0, Some(&flat(1060, 8.0, 30)));
+    assert_eq!(step.apply, Some(8.0));
+    c.applied(&mut step, 30.0);
+    // The forecast drops at once: 600 s later the 900 s window still holds
+    // the 8 it proposed, so one dip in the forecast is not an action.
+    let step = c.decide(1600, 8.0, 1.0, Some(&flat(1660, 1.0, 30)));
+    assert_eq!(step.apply, None, "{:?}", step.decision);
+    // Once the 8 has left the window, down it goes.
+    let step = c.decide(1960, 8.0, 1.0, Some(&flat(2020, 1.0, 30)));
+    assert_eq!(step.apply, Some(2.0), "{:?}", step.decision);
 }
