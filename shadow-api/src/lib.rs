@@ -21,6 +21,7 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod duration;
+pub mod failover;
 pub mod forecast;
 pub mod history;
 pub mod kernel;

@@ -29,8 +29,13 @@ pub struct Steer {
     /// The shadow listener's index in `STEER_SOCKS`, and the counters'
     /// index in `STEER_STATS`; `< MAX_STEERED`.
     pub slot: u32,
+    /// A client source port never steered (0: none): the agent's own
+    /// health checks of the primary use it, so they reach the primary
+    /// while its port is cut over.
+    pub bypass_port: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Steer>() == 8);
+const _: () = assert!(core::mem::size_of::<Steer>() == 16);
 
 /// Per-slot counters (per CPU).
 #[repr(C)]

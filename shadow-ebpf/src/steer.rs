@@ -1,7 +1,9 @@
 //! Kernel-level cutover: an `sk_lookup` program. For a new TCP connection
 //! to a steered port it assigns the shadow's listening socket (from
 //! `STEER_SOCKS`) to a share of lookups; every other lookup, and any
-//! assignment the kernel refuses, goes on to the usual listener. It always
+//! assignment the kernel refuses, goes on to the usual listener, and so do
+//! connections from the port's bypass source port (the agent's checks of
+//! the primary). It always
 //! returns SK_PASS: it never drops a connection.
 
 use aya_ebpf::{
@@ -29,7 +31,13 @@ static STEER_STATS: PerCpuArray<SteerCounters> = PerCpuArray::with_max_entries(M
 pub fn shadow_steer(ctx: SkLookupContext) -> u32 {
     // SAFETY: the kernel passes a valid bpf_sk_lookup; fields are read
     // directly from it, as the verifier requires of a context.
-    let (protocol, port) = unsafe { ((*ctx.lookup).protocol, (*ctx.lookup).local_port) };
+    let (protocol, port, remote_port) = unsafe {
+        (
+            (*ctx.lookup).protocol,
+            (*ctx.lookup).local_port,
+            (*ctx.lookup).remote_port,
+        )
+    };
     if protocol != u32::from(IPPROTO_TCP) {
         return SK_PASS;
     }
@@ -37,6 +45,9 @@ pub fn shadow_steer(ctx: SkLookupContext) -> u32 {
     let Some(steer) = (unsafe { STEER.get(port) }).copied() else {
         return SK_PASS;
     };
+    if steer.bypass_port != 0 && u32::from(u16::from_be(remote_port)) == steer.bypass_port {
+        return SK_PASS;
+    }
     let counters = STEER_STATS.get_ptr_mut(steer.slot);
     let count = |f: fn(&mut SteerCounters) -> &mut u64| {
         if let Some(c) = counters {

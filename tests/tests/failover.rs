@@ -10,15 +10,28 @@ use std::{
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU8, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use shadow_proxy::failover::cutover::{KernelCutover, listener_of};
+use shadow_api::predict::Level;
+use shadow_proxy::failover::{
+    Check, Command, FailoverSettings, Orchestrator, ServiceSettings,
+    cutover::{KernelCutover, listener_of},
+    machine::Rules,
+};
 use shadow_tests::{Proc, built_binary, kernel_test, netns::Netns};
 
 fn logging_server(ns: &Netns, log: &Path) -> (Proc, SocketAddr) {
+    logging_server_on(ns, log, "127.0.0.1:0")
+}
+
+fn logging_server_on(ns: &Netns, log: &Path, addr: &str) -> (Proc, SocketAddr) {
     let mut cmd = ns.cmd(&built_binary("http-peer"));
-    cmd.args(["shadow", "127.0.0.1:0"])
+    cmd.args(["shadow", addr])
         .arg(log)
         .arg("normal")
         .stdout(Stdio::piped());
@@ -224,5 +237,219 @@ fn new_connections_cut_over_to_the_shadow_and_back_in_the_kernel_with_none_faile
     assert!(first_back.expect("nothing came back") <= Duration::from_millis(10));
     assert_eq!(counters.failed, 0, "{counters:?}");
     drop(cutover);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Enters the network namespace at `path` on this thread only.
+fn enter(path: &Path) {
+    let ns = std::fs::File::open(path).expect("netns");
+    // SAFETY: setns on a namespace fd we hold, for this thread only.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Failed requests sent within `[from, to)`.
+fn failed_in(sent: &[Sent], from: Duration, to: Duration) -> usize {
+    sent.iter()
+        .filter(|x| !x.ok && x.at >= from && x.at < to)
+        .count()
+}
+
+#[test]
+fn four_failover_scenarios_under_constant_load() {
+    let Some(_k) = kernel_test("four_failover_scenarios_under_constant_load") else {
+        return;
+    };
+    let ns = Netns::new("failover");
+    let dir = std::env::temp_dir().join(format!("shadow-failover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (primary_log, shadow_log) = (dir.join("primary.jsonl"), dir.join("shadow.jsonl"));
+    let (mut primary, live) = logging_server(&ns, &primary_log);
+    let (mut shadow, shadow_addr) = logging_server(&ns, &shadow_log);
+    let ns_path = PathBuf::from(format!("/var/run/netns/{}", ns.name()));
+    let check = |addr| Check {
+        addr,
+        path: Some("/healthz".into()),
+        timeout: Duration::from_millis(50),
+        source_port: None,
+    };
+    let settings = FailoverSettings {
+        services: vec![ServiceSettings {
+            name: "web".into(),
+            port: live.port(),
+            shadow_port: shadow_addr.port(),
+            primary: check(live),
+            shadow: check(shadow_addr),
+            steps: Vec::new(),
+            rules: Rules {
+                fail_limit: 2,
+                recover_checks: 5,
+                shadow_fail_limit: 2,
+                false_positive: Duration::from_secs(1),
+                ..Rules::default()
+            },
+        }],
+        netns: ns_path.clone(),
+        check_interval: Duration::from_millis(20),
+        state_dir: dir.join("state"),
+    };
+    // The failure model's level, as the test sets it.
+    let level = Arc::new(AtomicU8::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (commands, inbox) =
+        std::sync::mpsc::channel::<(Command, std::sync::mpsc::Sender<String>)>();
+    let orchestrator = {
+        let (ns_path, level, stop) = (ns_path.clone(), level.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Checks and the listener lookup see the namespace's loopback.
+            enter(&ns_path);
+            let o = Orchestrator::start(settings).expect("the orchestrator starts");
+            let level_of = |_: &str| {
+                let l = match level.load(Ordering::SeqCst) {
+                    0 => Level::Ok,
+                    1 => Level::Stage,
+                    _ => Level::Cutover,
+                };
+                (l, None)
+            };
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                o.tick(&level_of);
+                while let Ok((c, reply)) = inbox.try_recv() {
+                    let r = o.command("web", c, false, false);
+                    let _ = reply.send(match r {
+                        Ok(e) => format!("{} {}", e.action, e.reason),
+                        Err(e) => format!("error: {e}"),
+                    });
+                }
+                std::thread::sleep(o.check_interval.saturating_sub(started.elapsed()));
+            }
+            o.events()
+        })
+    };
+    let ask = |c: Command| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        commands.send((c, tx)).unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).expect("an answer")
+    };
+
+    let (rate, run) = (2000.0, Duration::from_millis(9000));
+    let start = Instant::now() + Duration::from_millis(300);
+    let clients = constant_load(ns_path.clone(), live, 16, rate, run, start);
+    let at = |s: f64| {
+        let t = start + Duration::from_secs_f64(s);
+        std::thread::sleep(t.saturating_duration_since(Instant::now()));
+        start.elapsed()
+    };
+    // 1. A planned cutover, then a rollback.
+    let s1 = at(0.5);
+    let cut = ask(Command::Cutover);
+    at(1.5);
+    let back = ask(Command::Rollback);
+    // 3. A false positive: the model says stage, then cutover, then falls
+    // back; no failure comes within the 1 s window, so it rolls back.
+    let s3 = at(2.5);
+    level.store(1, Ordering::SeqCst);
+    at(2.7);
+    level.store(2, Ordering::SeqCst);
+    at(3.0);
+    level.store(0, Ordering::SeqCst);
+    // 4. A shadow that stops answering after a cutover: rolled back to the
+    // healthy primary; what it had accepted completes once it runs again.
+    let s4 = at(4.5);
+    let cut4 = ask(Command::Cutover);
+    at(5.0);
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(shadow.child.id() as i32, libc::SIGSTOP) };
+    at(5.6);
+    unsafe { libc::kill(shadow.child.id() as i32, libc::SIGCONT) };
+    // 2. The primary crashes, unpredicted; it comes back on its port 1 s
+    // later, and once healthy the traffic goes back to it.
+    let s2 = at(6.5);
+    primary.signal_and_wait(libc::SIGKILL, Duration::from_secs(2));
+    at(7.5);
+    let (_primary2, _) = logging_server_on(&ns, &primary_log, &live.to_string());
+    let end = run;
+    let mut sent: Vec<Sent> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client"))
+        .collect();
+    sent.sort_by_key(|s| s.at);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    let events = orchestrator.join().expect("orchestrator");
+    let _ = shadow.signal_and_wait(libc::SIGTERM, Duration::from_secs(2));
+
+    let log: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "+{:.3}s {} {}->{} {} ({}){}",
+                (e.at_ms as f64 / 1000.0)
+                    - (std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs_f64()
+                        - start.elapsed().as_secs_f64()),
+                e.action,
+                e.from.name(),
+                e.to.name(),
+                e.reason,
+                e.took_us.map_or(String::new(), |t| format!("{t} us")),
+                if e.refused { " REFUSED" } else { "" }
+            )
+        })
+        .collect();
+    eprintln!(
+        "answers: {cut} | {back} | {cut4}\nevents:\n{}",
+        log.join("\n")
+    );
+    let f1 = failed_in(&sent, s1, s3);
+    let f3 = failed_in(&sent, s3, s4);
+    // Requests sent in the last 100 ms before the kill were in flight on
+    // the primary when it died: they count against the crash.
+    let killed = s2.saturating_sub(Duration::from_millis(100));
+    let f4 = failed_in(&sent, s4, killed);
+    let f2 = failed_in(&sent, killed, end);
+    let crash_failures: Vec<Duration> = sent
+        .iter()
+        .filter(|x| !x.ok && x.at >= killed)
+        .map(|x| x.at)
+        .collect();
+    let recovered = crash_failures.last().map(|t| *t - s2);
+    eprintln!(
+        "{} requests at {rate} req/s; failed: planned cutover+rollback {f1}, false positive {f3}, \
+         regressing shadow {f4}, primary crash {f2} (last failure {recovered:?} after the kill)",
+        sent.len()
+    );
+    let (p, sh) = (served(&primary_log), served(&shadow_log));
+    for x in sent.iter().filter(|x| !x.ok && x.at >= s4 && x.at < killed) {
+        eprintln!(
+            "failed in scenario 4: {} at {:?} (primary logged it: {}, shadow: {})",
+            x.path,
+            x.at,
+            p.contains(&x.path),
+            sh.contains(&x.path)
+        );
+    }
+    let has = |action: &str, reason: &str| {
+        events
+            .iter()
+            .any(|e| e.action == action && e.reason.contains(reason) && !e.refused)
+    };
+    assert!(cut.starts_with("cutover"), "{cut}");
+    assert!(back.starts_with("rollback"), "{back}");
+    assert!(has("stage", "stage"), "{log:#?}");
+    assert!(has("cutover", "reached cutover"), "{log:#?}");
+    assert!(has("rollback", "false positive"), "{log:#?}");
+    assert!(has("rollback", "the shadow failed"), "{log:#?}");
+    assert!(has("cutover", "the primary failed"), "{log:#?}");
+    assert!(has("rollback", "the primary is healthy again"), "{log:#?}");
+    assert_eq!(
+        (f1, f3, f4),
+        (0, 0, 0),
+        "failed requests in scenarios 1, 3, 4"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

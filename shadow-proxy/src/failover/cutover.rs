@@ -94,6 +94,8 @@ pub struct KernelCutover {
     socks: SockMap<MapData>,
     stats: PerCpuArray<MapData, SteerCounters>,
     ports: BTreeMap<u16, Steered>,
+    /// Per port: the client source port never steered.
+    bypass: BTreeMap<u16, u16>,
     netns: PathBuf,
 }
 
@@ -153,6 +155,7 @@ impl KernelCutover {
             socks,
             stats,
             ports: BTreeMap::new(),
+            bypass: BTreeMap::new(),
             netns: netns.to_owned(),
         })
     }
@@ -220,10 +223,18 @@ impl KernelCutover {
         Ok(started.elapsed())
     }
 
+    /// Connections to `port` from `source_port` are never steered (the
+    /// agent's checks of the primary). Takes effect at the next steer.
+    pub fn set_bypass(&mut self, port: u16, source_port: u16) {
+        self.bypass.insert(port, source_port);
+    }
+
     fn write(&mut self, port: u16, slot: u32, share: u32) -> Result<(), CutoverError> {
         let value = Steer {
             per_ten_thousand: share,
             slot,
+            bypass_port: u32::from(self.bypass.get(&port).copied().unwrap_or(0)),
+            _pad: 0,
         };
         self.steer
             .insert(u32::from(port), value, 0)
@@ -288,12 +299,12 @@ impl KernelCutover {
     }
 }
 
-/// The inodes of the TCP sockets listening on `port`, as process `pid`'s
-/// network namespace lists them.
-fn listening_inodes(pid: u32, port: u16) -> Vec<u64> {
+/// The inodes of the TCP sockets listening on `port`, as the network
+/// namespace of `proc_dir` (`/proc/PID`, `/proc/thread-self`) lists them.
+fn listening_inodes(proc_dir: &str, port: u16) -> Vec<u64> {
     let mut inodes = Vec::new();
     for table in ["tcp", "tcp6"] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+        let Ok(text) = std::fs::read_to_string(format!("{proc_dir}/net/{table}")) else {
             continue;
         };
         for line in text.lines().skip(1) {
@@ -321,25 +332,60 @@ fn listening_inodes(pid: u32, port: u16) -> Vec<u64> {
 /// (`pidfd_getfd`: root, or ptrace rights over it). The process keeps its
 /// own; both refer to the same listener.
 pub fn listener_of(pid: u32, port: u16) -> Result<OwnedFd, CutoverError> {
-    let inodes = listening_inodes(pid, port);
+    let inodes = listening_inodes(&format!("/proc/{pid}"), port);
     let take = |source| CutoverError::Take { pid, port, source };
     let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(take)?;
-    let target = dir
-        .filter_map(Result::ok)
-        .find_map(|e| {
-            let link = std::fs::read_link(e.path()).ok()?;
-            let inode: u64 = link
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()?;
-            inodes
-                .contains(&inode)
-                .then(|| e.file_name().to_str()?.parse::<i32>().ok())
-                .flatten()
-        })
-        .ok_or(CutoverError::NoListener { pid, port })?;
+    let target = find_fd(dir, &inodes).ok_or(CutoverError::NoListener { pid, port })?;
+    duplicate(pid, port, target)
+}
+
+/// Takes a duplicate of whichever process's socket listens on `port` in
+/// the calling thread's network namespace.
+pub fn listener_on(port: u16) -> Result<OwnedFd, CutoverError> {
+    let me = std::process::id();
+    let inodes = listening_inodes("/proc/thread-self", port);
+    if inodes.is_empty() {
+        return Err(CutoverError::NoListener { pid: me, port });
+    }
+    let procs = std::fs::read_dir("/proc").map_err(|source| CutoverError::Take {
+        pid: me,
+        port,
+        source,
+    })?;
+    for p in procs.filter_map(Result::ok) {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(dir) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if let Some(fd) = find_fd(dir, &inodes) {
+            return duplicate(pid, port, fd);
+        }
+    }
+    Err(CutoverError::NoListener { pid: me, port })
+}
+
+/// The number of the fd in `dir` (a `/proc/PID/fd`) that is one of `inodes`.
+fn find_fd(dir: std::fs::ReadDir, inodes: &[u64]) -> Option<i32> {
+    dir.filter_map(Result::ok).find_map(|e| {
+        let link = std::fs::read_link(e.path()).ok()?;
+        let inode: u64 = link
+            .to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()?;
+        inodes
+            .contains(&inode)
+            .then(|| e.file_name().to_str()?.parse::<i32>().ok())
+            .flatten()
+    })
+}
+
+/// `pidfd_getfd` of process `pid`'s fd `target`.
+fn duplicate(pid: u32, port: u16, target: i32) -> Result<OwnedFd, CutoverError> {
+    let take = |source| CutoverError::Take { pid, port, source };
     // SAFETY: plain syscalls; every fd they return is checked and owned.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);

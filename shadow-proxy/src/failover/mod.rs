@@ -1,4 +1,664 @@
-//! Failover and migration (issue #12). So far: the kernel-level cutover
-//! primitive ([`cutover`]), which the migration state machine will drive.
+//! Failover and migration (issue #12): per service, a state machine
+//! ([`machine`]) fed by health checks of the primary and the shadow and by
+//! the failure model's level, and an orchestrator that performs what it
+//! decides: the profile's steps (hooks), and the kernel-level cutover
+//! ([`cutover`]) of new connections to the shadow and back.
+//!
+//! - Each transition is an event with its reason, kept in a ring.
+//! - The machines are persisted atomically after each transition. A
+//!   restart resumes a service that was on its shadow (the kernel link died
+//!   with the old process, so new connections went to the primary while
+//!   the agent was down; see the README).
+//! - One action per service at a time: a second is refused and told why.
 
 pub mod cutover;
+pub mod machine;
+
+use std::{
+    collections::VecDeque,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    os::fd::OwnedFd,
+    path::PathBuf,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use shadow_api::{
+    failover::{Cause, FailoverEvent, FailoverStatus, Phase},
+    predict::Level,
+};
+use shadow_common::steer::STEER_SCALE;
+
+use crate::provision::hook::ExecHook;
+use cutover::{CutoverError, KernelCutover};
+use machine::{Action, Machine, Observation, Rules};
+
+/// Events kept for `GET /v1/failover/events`.
+pub const EVENTS: usize = 512;
+
+/// A health check: an HTTP GET answered 2xx/3xx, or a TCP connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub addr: SocketAddr,
+    /// `None`: a TCP connect.
+    pub path: Option<String>,
+    pub timeout: Duration,
+    /// The source port checks are sent from (the cutover never steers it,
+    /// so a check of the primary reaches the primary). `None`: any.
+    pub source_port: Option<u16>,
+}
+
+impl Check {
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        let Some(port) = self.source_port else {
+            return TcpStream::connect_timeout(&self.addr, self.timeout);
+        };
+        let domain = socket2::Domain::for_address(self.addr);
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        // Closed with a reset: no TIME_WAIT holds the 4-tuple for the next check.
+        s.set_linger(Some(Duration::ZERO))?;
+        let local = SocketAddr::new(
+            if self.addr.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            },
+            port,
+        );
+        s.bind(&local.into())?;
+        s.connect_timeout(&self.addr.into(), self.timeout)?;
+        Ok(s.into())
+    }
+
+    pub fn passes(&self) -> bool {
+        let Ok(mut s) = self.connect() else {
+            return false;
+        };
+        let Some(path) = &self.path else {
+            return true;
+        };
+        let _ = s.set_read_timeout(Some(self.timeout));
+        let _ = s.set_write_timeout(Some(self.timeout));
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).is_ok()
+            && head.starts_with(b"HTTP/1.")
+            && matches!(head[9], b'2' | b'3')
+    }
+}
+
+/// A step of a migration profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Data synchronisation, at staging.
+    Sync,
+    /// Cache warming, at staging.
+    Warm,
+    /// Must pass before a cutover (beside the shadow's health check).
+    Gate,
+    /// Run after a cutover; a failure rolls back.
+    Verify,
+    /// Run after moving traffic back.
+    Rollback,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub kind: StepKind,
+    pub hook: ExecHook,
+    /// Further tries after a failure.
+    pub retries: u32,
+}
+
+/// One service's profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSettings {
+    pub name: String,
+    /// The port clients connect to (the primary's).
+    pub port: u16,
+    /// The port the shadow listens on, in the same network namespace: its
+    /// listening socket is what new connections are given to.
+    pub shadow_port: u16,
+    pub primary: Check,
+    pub shadow: Check,
+    pub steps: Vec<Step>,
+    pub rules: Rules,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverSettings {
+    pub services: Vec<ServiceSettings>,
+    /// The network namespace the cutover program is attached to.
+    pub netns: PathBuf,
+    pub check_interval: Duration,
+    /// Where the machines are persisted (`failover.json`).
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error(transparent)]
+    Cutover(#[from] CutoverError),
+    #[error("no failover profile for service {0:?}")]
+    UnknownService(String),
+    #[error("service {service}: {action} refused: {reason}")]
+    Refused {
+        service: String,
+        action: &'static str,
+        reason: String,
+    },
+    #[error("reading the persisted failover state {}: {reason}", path.display())]
+    State { path: PathBuf, reason: String },
+}
+
+/// A manual action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Cutover,
+    Rollback,
+    Promote,
+}
+
+struct Service {
+    settings: ServiceSettings,
+    machine: Machine,
+    /// The shadow's listener, taken ahead so a cutover does not wait for
+    /// the socket tables.
+    listener: Option<OwnedFd>,
+    primary_ok: bool,
+    shadow_ok: bool,
+    level: Level,
+    probability: Option<f64>,
+    reason: String,
+}
+
+pub struct Orchestrator {
+    /// Service names, in the order of `services` (looked up without
+    /// taking a service's lock).
+    names: Vec<String>,
+    services: Vec<Mutex<Service>>,
+    /// The machines as of their last transition: what is persisted.
+    saved: Mutex<std::collections::BTreeMap<String, Machine>>,
+    cutover: Mutex<KernelCutover>,
+    events: Mutex<VecDeque<FailoverEvent>>,
+    state_file: PathBuf,
+    pub check_interval: Duration,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a performed action did.
+struct Done {
+    to: Phase,
+    cause: Option<Cause>,
+    took: Option<Duration>,
+}
+
+impl Orchestrator {
+    /// Attaches the cutover program and loads the persisted machines. A
+    /// service that was on its shadow is cut over again at once.
+    pub fn start(settings: FailoverSettings) -> Result<Self, FailoverError> {
+        let mut cutover = KernelCutover::attach(&settings.netns)?;
+        let mut settings = settings;
+        for s in &mut settings.services {
+            // A source port of the primary's checks, which the cutover never
+            // steers: the kernel picks a free one.
+            let port = std::net::TcpListener::bind(SocketAddr::new(s.primary.addr.ip(), 0))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .ok();
+            if let Some(p) = port {
+                s.primary.source_port = Some(p);
+                cutover.set_bypass(s.port, p);
+            }
+        }
+        let state_file = settings.state_dir.join("failover.json");
+        let mut saved: std::collections::BTreeMap<String, Machine> =
+            match std::fs::read(&state_file) {
+                Ok(b) => serde_json::from_slice(&b).map_err(|e| FailoverError::State {
+                    path: state_file.clone(),
+                    reason: e.to_string(),
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+                Err(e) => {
+                    return Err(FailoverError::State {
+                        path: state_file.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            };
+        let names = settings.services.iter().map(|s| s.name.clone()).collect();
+        let services: Vec<Mutex<Service>> = settings
+            .services
+            .into_iter()
+            .map(|s| {
+                let machine = saved.remove(&s.name).unwrap_or_default();
+                Mutex::new(Service {
+                    listener: cutover::listener_on(s.shadow_port).ok(),
+                    machine,
+                    settings: s,
+                    primary_ok: true,
+                    shadow_ok: true,
+                    level: Level::Ok,
+                    probability: None,
+                    reason: "started".into(),
+                })
+            })
+            .collect();
+        let snapshot = services
+            .iter()
+            .map(|s| {
+                let s = lock(s);
+                (s.settings.name.clone(), s.machine.clone())
+            })
+            .collect();
+        let o = Self {
+            names,
+            saved: Mutex::new(snapshot),
+            services,
+            cutover: Mutex::new(cutover),
+            events: Mutex::new(VecDeque::new()),
+            state_file,
+            check_interval: settings.check_interval,
+        };
+        for svc in &o.services {
+            let mut s = lock(svc);
+            if matches!(s.machine.phase, Phase::OnShadow | Phase::Promoted) {
+                let from = s.machine.phase;
+                let result = o.steer(&mut s);
+                let (took, reason, refused) = match result {
+                    Ok(t) => (
+                        Some(t),
+                        "resumed after a restart: on the shadow".into(),
+                        false,
+                    ),
+                    Err(e) => {
+                        s.machine.enter(Phase::Primary, None, now_ms());
+                        (None, format!("could not resume on the shadow: {e}"), true)
+                    }
+                };
+                o.event(&mut s, "resume", from, took, reason, refused);
+                o.save(&s);
+            }
+        }
+        Ok(o)
+    }
+
+    /// One round: check every service and act on what its machine says.
+    /// `level` gives a service's failure level and probability.
+    pub fn tick(&self, level: &dyn Fn(&str) -> (Level, Option<f64>)) {
+        for svc in &self.services {
+            let mut s = lock(svc);
+            s.primary_ok = s.settings.primary.passes();
+            s.shadow_ok = s.settings.shadow.passes();
+            (s.level, s.probability) = level(&s.settings.name);
+            if s.listener.is_none() && s.shadow_ok {
+                s.listener = cutover::listener_on(s.settings.shadow_port).ok();
+            }
+            let o = Observation {
+                now_ms: now_ms(),
+                level: s.level,
+                primary_ok: s.primary_ok,
+                shadow_ok: s.shadow_ok,
+            };
+            let rules = s.settings.rules.clone();
+            if let Some(action) = s.machine.observe(&o, &rules) {
+                self.perform(&mut s, action, false);
+            }
+        }
+    }
+
+    /// A manual action (`shadowctl failover cutover|rollback|promote`).
+    pub fn command(
+        &self,
+        service: &str,
+        command: Command,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<FailoverEvent, FailoverError> {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == service)
+            .ok_or_else(|| FailoverError::UnknownService(service.into()))?;
+        let svc = &self.services[i];
+        // One action per service at a time: a second is told why.
+        let mut s = svc.try_lock().map_err(|_| FailoverError::Refused {
+            service: service.into(),
+            action: "the action",
+            reason: "another failover action on this service is in progress".into(),
+        })?;
+        let phase = s.machine.phase;
+        let (action, name) = match command {
+            Command::Cutover => (
+                Action::Cutover {
+                    cause: Cause::Manual,
+                    reason: "asked".into(),
+                },
+                "cutover",
+            ),
+            Command::Rollback => (
+                Action::Rollback {
+                    reason: "asked".into(),
+                },
+                "rollback",
+            ),
+            Command::Promote => (
+                Action::Promote {
+                    reason: "asked".into(),
+                },
+                "promote",
+            ),
+        };
+        let refuse = |reason: String| FailoverError::Refused {
+            service: service.into(),
+            action: name,
+            reason,
+        };
+        match command {
+            Command::Cutover if matches!(phase, Phase::OnShadow | Phase::Promoted) => {
+                return Err(refuse(format!("already on the shadow ({})", phase.name())));
+            }
+            Command::Rollback if !matches!(phase, Phase::OnShadow) => {
+                return Err(refuse(format!(
+                    "not on the shadow under analysis ({})",
+                    phase.name()
+                )));
+            }
+            Command::Promote if phase != Phase::OnShadow => {
+                return Err(refuse(format!("not on the shadow ({})", phase.name())));
+            }
+            Command::Cutover if !force && !s.settings.shadow.passes() => {
+                return Err(refuse(
+                    "the shadow fails its health check (--force overrides)".into(),
+                ));
+            }
+            _ => {}
+        }
+        if dry_run {
+            return Ok(FailoverEvent {
+                at_ms: now_ms(),
+                service: service.into(),
+                from: phase,
+                to: phase,
+                action: name.into(),
+                reason: format!("dry run: would {name}"),
+                probability: s.probability,
+                took_us: None,
+                refused: true,
+            });
+        }
+        if force && command == Command::Cutover {
+            tracing::warn!(service, "Forced cutover: the shadow's gate is skipped");
+        }
+        Ok(self.perform(&mut s, action, force))
+    }
+
+    /// Performs `action`, moves the machine, records and persists it.
+    fn perform(&self, s: &mut Service, action: Action, force: bool) -> FailoverEvent {
+        let from = s.machine.phase;
+        let (name, reason, result) = match action {
+            Action::Stage { reason } => ("stage", reason, self.stage(s)),
+            Action::Unstage { reason } => (
+                "unstage",
+                reason,
+                Ok(Done {
+                    to: Phase::Primary,
+                    cause: None,
+                    took: None,
+                }),
+            ),
+            Action::Cutover { cause, reason } => {
+                ("cutover", reason, self.cut_over(s, cause, force))
+            }
+            Action::Rollback { reason } => ("rollback", reason, self.roll_back(s)),
+            Action::Promote { reason } => (
+                "promote",
+                reason,
+                Ok(Done {
+                    to: Phase::Promoted,
+                    cause: s.machine.cause,
+                    took: None,
+                }),
+            ),
+            Action::Stuck { reason } => {
+                return self.event(s, "refused", from, None, reason, true);
+            }
+        };
+        match result {
+            Ok(done) => {
+                s.machine.enter(done.to, done.cause, now_ms());
+                let e = self.event(s, name, from, done.took, reason, false);
+                self.save(s);
+                e
+            }
+            Err(why) => self.event(
+                s,
+                "failed",
+                from,
+                None,
+                format!("{name} ({reason}) failed: {why}; nothing changed"),
+                true,
+            ),
+        }
+    }
+
+    fn run_steps(&self, s: &Service, kinds: &[StepKind]) -> Result<(), String> {
+        for step in s
+            .settings
+            .steps
+            .iter()
+            .filter(|st| kinds.contains(&st.kind))
+        {
+            let input = serde_json::json!({
+                "service": s.settings.name,
+                "step": step.kind,
+                "port": s.settings.port,
+                "shadow_port": s.settings.shadow_port,
+            })
+            .to_string();
+            let mut last = None;
+            for attempt in 0..=step.retries {
+                match step.hook.run(input.as_bytes()) {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %s.settings.name, step = ?step.kind, attempt, error = %e, "Failover step failed");
+                        last = Some(e.to_string());
+                    }
+                }
+            }
+            if let Some(e) = last {
+                return Err(format!("{:?} step: {e}", step.kind).to_lowercase());
+            }
+        }
+        Ok(())
+    }
+
+    fn stage(&self, s: &mut Service) -> Result<Done, String> {
+        self.run_steps(s, &[StepKind::Sync, StepKind::Warm])?;
+        Ok(Done {
+            to: Phase::Staged,
+            cause: None,
+            took: None,
+        })
+    }
+
+    fn cut_over(&self, s: &mut Service, cause: Cause, force: bool) -> Result<Done, String> {
+        // On a real failure the primary is gone: no time for gate hooks,
+        // the shadow's health check is the gate.
+        if cause != Cause::PrimaryFailed && !force {
+            self.run_steps(s, &[StepKind::Gate])?;
+        }
+        let took = self.steer(s).map_err(|e| e.to_string())?;
+        if let Err(e) = self.run_steps(s, &[StepKind::Verify]) {
+            let _ = self.release(s);
+            return Err(format!("{e}; rolled back"));
+        }
+        Ok(Done {
+            to: Phase::OnShadow,
+            cause: Some(cause),
+            took: Some(took),
+        })
+    }
+
+    fn roll_back(&self, s: &mut Service) -> Result<Done, String> {
+        let took = self.release(s).map_err(|e| e.to_string())?;
+        if let Err(e) = self.run_steps(s, &[StepKind::Rollback]) {
+            tracing::warn!(service = %s.settings.name, error = %e, "Rollback step failed; traffic is on the primary");
+        }
+        Ok(Done {
+            to: Phase::Primary,
+            cause: None,
+            took: Some(took),
+        })
+    }
+
+    /// Every new connection to the service's port to the shadow's listener.
+    fn steer(&self, s: &mut Service) -> Result<Duration, CutoverError> {
+        let listener = match s.listener.as_ref().map(OwnedFd::try_clone) {
+            Some(Ok(fd)) => fd,
+            _ => cutover::listener_on(s.settings.shadow_port)?,
+        };
+        let mut k = self.cutover.lock().unwrap_or_else(|p| p.into_inner());
+        match k.steer(s.settings.port, listener, STEER_SCALE) {
+            Ok(t) => Ok(t),
+            // A shadow that restarted has a new listener: take it and retry.
+            Err(_) => {
+                let fresh = cutover::listener_on(s.settings.shadow_port)?;
+                s.listener = fresh.try_clone().ok();
+                k.steer(s.settings.port, fresh, STEER_SCALE)
+            }
+        }
+    }
+
+    fn release(&self, s: &Service) -> Result<Duration, CutoverError> {
+        let mut k = self.cutover.lock().unwrap_or_else(|p| p.into_inner());
+        match k.release(s.settings.port) {
+            Err(CutoverError::NotSteered(_)) => Ok(Duration::ZERO),
+            other => other,
+        }
+    }
+
+    fn event(
+        &self,
+        s: &mut Service,
+        action: &str,
+        from: Phase,
+        took: Option<Duration>,
+        reason: String,
+        refused: bool,
+    ) -> FailoverEvent {
+        let e = FailoverEvent {
+            at_ms: now_ms(),
+            service: s.settings.name.clone(),
+            from,
+            to: s.machine.phase,
+            action: action.into(),
+            reason: reason.clone(),
+            probability: s.probability,
+            took_us: took.map(|t| t.as_micros() as u64),
+            refused,
+        };
+        if refused {
+            tracing::warn!(service = %e.service, action, %reason, "Failover");
+        } else {
+            tracing::info!(service = %e.service, action, from = from.name(), to = e.to.name(), %reason, took_us = e.took_us, "Failover");
+        }
+        s.reason = reason;
+        let mut ev = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if ev.len() == EVENTS {
+            ev.pop_front();
+        }
+        ev.push_back(e.clone());
+        e
+    }
+
+    /// Records `s`'s machine and writes every machine, atomically (a
+    /// temporary file, then rename).
+    fn save(&self, s: &Service) {
+        let mut all = self.saved.lock().unwrap_or_else(|p| p.into_inner());
+        all.insert(s.settings.name.clone(), s.machine.clone());
+        let tmp = self.state_file.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.state_file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(&*all).unwrap_or_default())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.state_file)
+        };
+        if let Err(error) = write() {
+            tracing::warn!(file = %self.state_file.display(), %error, "Failover state not saved");
+        }
+    }
+
+    pub fn status(&self) -> Vec<FailoverStatus> {
+        self.services
+            .iter()
+            .map(|svc| {
+                let s = lock(svc);
+                let share = self
+                    .cutover
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .share(s.settings.port)
+                    .unwrap_or(0);
+                FailoverStatus {
+                    service: s.settings.name.clone(),
+                    port: s.settings.port,
+                    phase: s.machine.phase,
+                    cause: s.machine.cause,
+                    since_ms: s.machine.since_ms,
+                    share,
+                    primary_healthy: s.primary_ok,
+                    shadow_healthy: s.shadow_ok,
+                    primary_failures: s.machine.primary_failures,
+                    shadow_failures: s.machine.shadow_failures,
+                    level: s.level,
+                    probability: s.probability,
+                    reason: s.reason.clone(),
+                }
+            })
+            .collect()
+    }
+
+    pub fn events(&self) -> Vec<FailoverEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Runs [`Self::tick`] every check interval until `stop` says so.
+    pub fn run_until(&self, level: &dyn Fn(&str) -> (Level, Option<f64>), stop: &dyn Fn() -> bool) {
+        while !stop() {
+            let started = Instant::now();
+            self.tick(level);
+            std::thread::sleep(self.check_interval.saturating_sub(started.elapsed()));
+        }
+    }
+}
+
+fn lock(s: &Mutex<Service>) -> std::sync::MutexGuard<'_, Service> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}

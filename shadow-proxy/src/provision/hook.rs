@@ -11,7 +11,7 @@ use std::{
 
 use super::backend::{Backend, BackendError, Change};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecHook {
     /// The program and its arguments.
     pub command: Vec<String>,
