@@ -618,12 +618,11 @@ fn predictive_raises_the_cpu_limit_before_a_real_ramp() {
         predictive.0.limits[arrival],
         reactive.0.limits[arrival]
     );
-    // The p99s are reported, not asserted. With a time-to-ready of three
-    // steps predictive's p99 was the lower in three runs of three here
-    // (0.39-0.58 of reactive's), but both policies are under-provisioned
-    // for some steps of this ramp, and CI once flipped the comparison when
-    // the two limits differed by one step (37.0 vs 3.2 ms with a
-    // time-to-ready of one step). See bench/reports/provision-e2e.md.
+    // The p99s are reported, not asserted. Predictive's was the lower in
+    // six runs of six here (0.04-0.77 of reactive's), but at 0.99 of its
+    // limit one stall of this shared machine decides it, and CI once
+    // flipped the comparison (37.0 vs 3.2 ms with a time-to-ready of one
+    // step). See bench/reports/provision-e2e.md.
     eprintln!(
         "p99 during the ramp: predictive {:.1} ms, reactive {:.1} ms",
         predictive.1, reactive.1
