@@ -47,6 +47,14 @@ pub const PROVISION_POOL: &str = "/v1/provision/pool";
 pub const PROVISION_APPLY: &str = "/v1/provision/apply";
 /// `?traffic=2&scale=1.5[&service=web]` ([`crate::provision::WhatIf`]).
 pub const WHATIF: &str = "/v1/whatif";
+/// Failover state per service ([`crate::failover::FailoverStatus`]).
+pub const FAILOVER: &str = "/v1/failover";
+/// Every transition, oldest first ([`crate::failover::FailoverEvent`]).
+pub const FAILOVER_EVENTS: &str = "/v1/failover/events";
+/// `POST` on the control socket, `?service=web[&dry_run=1][&force=1]`.
+pub const FAILOVER_CUTOVER: &str = "/v1/failover/cutover";
+pub const FAILOVER_ROLLBACK: &str = "/v1/failover/rollback";
+pub const FAILOVER_PROMOTE: &str = "/v1/failover/promote";
 
 /// The control socket's shadowing routes (answered 409 when nothing is shadowed).
 pub const SHADOW_ROUTES: [&str; 5] = [MIRROR, DIFF, CAPTURE, EXCHANGES, RECORD];

@@ -152,6 +152,10 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Failover: where each service is served from, and its transitions;
+    /// cut over, roll back or promote by hand.
+    #[command(subcommand)]
+    Failover(Failover),
     /// What a traffic change would do: predicted utilisation, when each
     /// threshold is crossed, the plan and its cost.
     Whatif {
@@ -185,6 +189,40 @@ pub(crate) enum Provision {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Failover {
+    /// Per service: phase, cause, share on the shadow, checks, level.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every transition kept, oldest first, with its reason.
+    Events {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves new connections for SERVICE to its shadow (its gate must pass
+    /// unless --force).
+    Cutover(FailoverAction),
+    /// Moves new connections for SERVICE back to its primary.
+    Rollback(FailoverAction),
+    /// Keeps SERVICE on its shadow for good.
+    Promote(FailoverAction),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct FailoverAction {
+    pub service: String,
+    /// Check and report; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Cut over to a shadow that fails its gate (logged loudly).
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `2`, `2x`, `1.5`: a positive factor.

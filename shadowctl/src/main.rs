@@ -16,7 +16,7 @@ use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser;
 
-use cli::{Cli, Command, Diff, Mirror, Provision};
+use cli::{Cli, Command, Diff, Failover, Mirror, Provision};
 use forecast::forecast_cmd;
 use mirror::{print_status, render_diff};
 use shadow_api::{
@@ -140,6 +140,46 @@ async fn run(cli: Cli) -> Result<()> {
                 print!(
                     "{}",
                     provision::render_pool(&control.provision_pool().await?)
+                );
+            }
+        }
+        Command::Failover(Failover::Status { json }) => {
+            if json {
+                print_json(&control.get_json(routes::FAILOVER).await?)?;
+            } else {
+                print!(
+                    "{}",
+                    provision::render_failover(&control.failover_status().await?)
+                );
+            }
+        }
+        Command::Failover(Failover::Events { json }) => {
+            if json {
+                print_json(&control.get_json(routes::FAILOVER_EVENTS).await?)?;
+            } else {
+                print!(
+                    "{}",
+                    provision::render_failover_events(&control.failover_events().await?)
+                );
+            }
+        }
+        Command::Failover(
+            Failover::Cutover(ref a) | Failover::Rollback(ref a) | Failover::Promote(ref a),
+        ) => {
+            let route = match cli.command {
+                Command::Failover(Failover::Cutover(_)) => routes::FAILOVER_CUTOVER,
+                Command::Failover(Failover::Rollback(_)) => routes::FAILOVER_ROLLBACK,
+                _ => routes::FAILOVER_PROMOTE,
+            };
+            let e = control
+                .failover_action(route, &a.service, a.dry_run, a.force)
+                .await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                print!(
+                    "{}",
+                    provision::render_failover_events(std::slice::from_ref(&e))
                 );
             }
         }

@@ -1,5 +1,5 @@
 //! The provisioner's answers as text: the plan, decisions, the pool and
-//! a what-if.
+//! a what-if; and failover's status and events.
 
 use std::fmt::Write as _;
 
@@ -187,5 +187,58 @@ pub fn render_whatif(w: &WhatIf) -> String {
         "cost {:.3}/h (now {:.3}/h)",
         w.cost_per_hour, w.cost_per_hour_now
     );
+    out
+}
+
+pub fn render_failover(rows: &[shadow_api::failover::FailoverStatus]) -> String {
+    let mut out = format!(
+        "{:<14} {:>6} {:<10} {:<15} {:>7} {:<9} {:<9} {:<8} {:>6}  REASON\n",
+        "SERVICE", "PORT", "PHASE", "CAUSE", "SHADOW%", "PRIMARY", "SHADOW", "LEVEL", "P"
+    );
+    let health = |ok: bool, fails: u32| {
+        if ok {
+            "healthy".to_string()
+        } else {
+            format!("fail x{fails}")
+        }
+    };
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<14} {:>6} {:<10} {:<15} {:>7.1} {:<9} {:<9} {:<8} {:>6}  {}",
+            r.service,
+            r.port,
+            r.phase.name(),
+            r.cause.map_or("-", |c| c.name()),
+            f64::from(r.share) / 100.0,
+            health(r.primary_healthy, r.primary_failures),
+            health(r.shadow_healthy, r.shadow_failures),
+            r.level.name(),
+            r.probability.map_or("-".into(), |p| format!("{p:.2}")),
+            r.reason
+        );
+    }
+    out
+}
+
+pub fn render_failover_events(events: &[shadow_api::failover::FailoverEvent]) -> String {
+    let mut out = String::new();
+    if events.is_empty() {
+        out.push_str("no failover transitions yet\n");
+    }
+    for e in events {
+        let _ = writeln!(
+            out,
+            "{} {} {}: {} -> {}{}{}: {}",
+            format_timestamp((e.at_ms / 1000) as i64),
+            e.service,
+            e.action,
+            e.from.name(),
+            e.to.name(),
+            e.took_us.map_or(String::new(), |t| format!(" in {t} us")),
+            if e.refused { " (nothing changed)" } else { "" },
+            e.reason
+        );
+    }
     out
 }

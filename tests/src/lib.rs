@@ -163,6 +163,11 @@ impl Agent {
     /// [`Agent::start_in`] with extra command-line arguments (models go to
     /// `dir/forecast`, the control socket is `dir/control.sock`).
     pub fn start_with(dir: PathBuf, extra: &[&str]) -> Self {
+        Self::start_in_netns(None, dir, extra)
+    }
+
+    /// Started inside the network namespace `netns` (`ip netns exec`).
+    pub fn start_in_netns(netns: Option<&str>, dir: PathBuf, extra: &[&str]) -> Self {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
@@ -170,10 +175,18 @@ impl Agent {
             .append(true)
             .open(dir.join("agent.log"))
             .expect("log file");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns])
+                    .arg(built_binary("shadow-proxy"));
+                c
+            }
+            None => Command::new(built_binary("shadow-proxy")),
+        };
         let proc = Proc::spawn(
             "shadow-proxy",
-            Command::new(built_binary("shadow-proxy"))
-                .args(["--admin", "127.0.0.1:0", "--interval", "200ms"])
+            cmd.args(["--admin", "127.0.0.1:0", "--interval", "200ms"])
                 .arg("--pid-file")
                 .arg(dir.join("agent.pid"))
                 .arg("--ready-file")

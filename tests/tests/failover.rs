@@ -453,3 +453,138 @@ fn four_failover_scenarios_under_constant_load() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn shadowctl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(built_binary("shadowctl"))
+        .arg("--control")
+        .arg(dir.join("control.sock"))
+        .args(args)
+        .output()
+        .expect("runs shadowctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// One GET from inside the namespace; the body.
+fn get_in(ns_path: &Path, addr: &str, path: &str) -> String {
+    let (ns_path, addr, path) = (ns_path.to_owned(), addr.to_owned(), path.to_owned());
+    std::thread::spawn(move || {
+        enter(&ns_path);
+        let mut s = TcpStream::connect(&addr).expect("admin port");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .join()
+    .expect("GET thread")
+}
+
+#[test]
+fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_after_a_restart() {
+    let Some(_k) = kernel_test(
+        "the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_after_a_restart",
+    ) else {
+        return;
+    };
+    let ns = Netns::new("fo-agent");
+    let dir = std::env::temp_dir().join(format!("shadow-fo-agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (primary_log, shadow_log) = (dir.join("primary.jsonl"), dir.join("shadow.jsonl"));
+    let (_primary, live) = logging_server(&ns, &primary_log);
+    let (_shadow, shadow_addr) = logging_server(&ns, &shadow_log);
+    let ns_path = PathBuf::from(format!("/var/run/netns/{}", ns.name()));
+    let config = dir.join("shadow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n",
+            dir.join("state").display(),
+            live.port(),
+            shadow_addr.port()
+        ),
+    )
+    .unwrap();
+    // The agent's own directory goes when it stops; the state stays in `dir`.
+    let agent_dir = dir.join("agent");
+    let start = || {
+        std::fs::create_dir_all(&agent_dir).unwrap();
+        shadow_tests::Agent::start_in_netns(
+            Some(ns.name()),
+            agent_dir.clone(),
+            &["--config", config.to_str().unwrap(), "--no-forecast"],
+        )
+    };
+    let agent = start();
+    let served_by_shadow = |path: &str| {
+        let (ns_path, p) = (ns_path.clone(), path.to_owned());
+        std::thread::spawn(move || {
+            enter(&ns_path);
+            assert!(request(live, &p), "{p} failed");
+        })
+        .join()
+        .unwrap();
+        served(&shadow_log).contains(path)
+    };
+
+    let (ok, status) = shadowctl(&agent_dir, &["failover", "status"]);
+    assert!(
+        ok && status.contains("web") && status.contains("primary"),
+        "{status}"
+    );
+    // A dry run changes nothing.
+    let (ok, dry) = shadowctl(&agent_dir, &["failover", "cutover", "web", "--dry-run"]);
+    assert!(ok && dry.contains("dry run"), "{dry}");
+    assert!(!served_by_shadow("/dry"), "a dry run moved traffic");
+    // A shadow that does not answer is refused, and nothing changes.
+    let (ok, refused) = shadowctl(&agent_dir, &["failover", "cutover", "api"]);
+    assert!(
+        !ok && refused.contains("fails its health check"),
+        "{refused}"
+    );
+
+    let (ok, cut) = shadowctl(&agent_dir, &["failover", "cutover", "web"]);
+    assert!(ok && cut.contains("cutover: primary -> on_shadow"), "{cut}");
+    assert!(
+        served_by_shadow("/after-cutover"),
+        "new connections did not move"
+    );
+    let (ok, again) = shadowctl(&agent_dir, &["failover", "cutover", "web"]);
+    assert!(!ok && again.contains("already on the shadow"), "{again}");
+    let metrics = get_in(&ns_path, &agent.admin, "/metrics");
+    assert!(
+        metrics.contains("shadow_failover_phase{service=\"web\"} 2"),
+        "{metrics}"
+    );
+
+    // A restart resumes on the shadow: the machine was persisted.
+    drop(agent);
+    let agent = start();
+    assert!(
+        served_by_shadow("/after-restart"),
+        "the restart left the primary serving"
+    );
+    let (_, events) = shadowctl(&agent_dir, &["failover", "events"]);
+    assert!(events.contains("resume"), "{events}");
+
+    let (ok, back) = shadowctl(&agent_dir, &["failover", "rollback", "web"]);
+    assert!(
+        ok && back.contains("rollback: on_shadow -> primary"),
+        "{back}"
+    );
+    assert!(
+        !served_by_shadow("/after-rollback"),
+        "rollback left traffic on the shadow"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

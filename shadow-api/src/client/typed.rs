@@ -216,6 +216,35 @@ impl Control {
         decode(&self.socket.display().to_string(), &path, &answer)
     }
 
+    pub async fn failover_status(
+        &self,
+    ) -> Result<Vec<crate::failover::FailoverStatus>, ClientError> {
+        self.get(routes::FAILOVER).await
+    }
+
+    pub async fn failover_events(
+        &self,
+    ) -> Result<Vec<crate::failover::FailoverEvent>, ClientError> {
+        self.get(routes::FAILOVER_EVENTS).await
+    }
+
+    /// `action`: one of [`routes::FAILOVER_CUTOVER`], `_ROLLBACK`, `_PROMOTE`.
+    pub async fn failover_action(
+        &self,
+        action: &str,
+        service: &str,
+        dry_run: bool,
+        force: bool,
+    ) -> Result<crate::failover::FailoverEvent, ClientError> {
+        let path = format!(
+            "{action}?service={service}{}{}",
+            if dry_run { "&dry_run=1" } else { "" },
+            if force { "&force=1" } else { "" }
+        );
+        let answer = self.call(Method::POST, &path, None).await?;
+        decode(&self.socket.display().to_string(), &path, &answer)
+    }
+
     pub async fn what_if(
         &self,
         traffic: f64,

@@ -87,6 +87,8 @@ pub enum AgentError {
     Capture(#[from] crate::capture::CaptureError),
     #[error(transparent)]
     Control(#[from] control::SocketError),
+    #[error("failover: {0}")]
+    Failover(#[from] crate::failover::FailoverError),
     #[error("metrics recorder: {0}")]
     Recorder(#[source] metrics_exporter_prometheus::BuildError),
     #[error("{what}: {source}")]
@@ -200,6 +202,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
         _ => None,
     };
+    // After the capture, whose start removes leftovers of ours; the cutover
+    // program's link is held by this process, so it leaves none.
+    let failover = match cfg.shadow.as_ref().and_then(|c| c.failover.clone()) {
+        Some(f) => {
+            let o = crate::failover::Orchestrator::start(f)?;
+            tracing::info!(services = o.status().len(), "Failover profiles loaded");
+            Some(Arc::new(o))
+        }
+        None => None,
+    };
     let control = bind_control(&cfg.control_socket, shadowing.is_some())?;
     // The socket is ours to remove at exit only if we bound it.
     let control_bound = control.is_some();
@@ -232,9 +244,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
             let route = |target: &str| replica_routing(shadowing.as_deref(), target);
             Arc::new(Provisioner::with_routing(provision, unix_now(), &route))
         }),
+        failover: failover.clone(),
         prometheus,
         max_endpoint_series: cfg.max_endpoint_series,
     });
+    if let Some(o) = failover {
+        tasks.start(Box::new(tasks::FailoverLoop {
+            orchestrator: o,
+            shared: shared.clone(),
+        }))?;
+    }
     if let Some(p) = &shared.provision {
         tasks.start(Box::new(tasks::ProvisionLoop {
             provisioner: p.clone(),

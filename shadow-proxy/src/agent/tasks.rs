@@ -205,6 +205,46 @@ impl Task for ProvisionLoop {
     }
 }
 
+/// Checks every failover profile's primary and shadow each check
+/// interval and acts on what their machines decide (a thread: hooks and
+/// checks block).
+pub struct FailoverLoop {
+    pub orchestrator: Arc<crate::failover::Orchestrator>,
+    pub shared: Arc<Shared>,
+}
+
+impl Task for FailoverLoop {
+    fn name(&self) -> &'static str {
+        "failover"
+    }
+
+    fn start(self: Box<Self>, shutdown: Shutdown) -> std::io::Result<Running> {
+        let stop = shutdown.flag();
+        std::thread::Builder::new()
+            .name("shadow-failover".into())
+            .spawn(move || {
+                // A service's level is its own scope's, or the host's when
+                // the model has no scope for it.
+                let level = |service: &str| {
+                    let Some(answer) = self.shared.predict.as_ref().and_then(|p| p.latest()) else {
+                        return (shadow_api::predict::Level::Ok, None);
+                    };
+                    let scope = answer
+                        .scopes
+                        .iter()
+                        .find(|s| s.scope == "service" && s.name == service)
+                        .or_else(|| answer.scopes.iter().find(|s| s.scope == "host"));
+                    scope.map_or((shadow_api::predict::Level::Ok, None), |s| {
+                        (s.level, Some(s.probability))
+                    })
+                };
+                self.orchestrator
+                    .run_until(&level, &|| stop.load(std::sync::atomic::Ordering::Relaxed));
+            })
+            .map(Running::Thread)
+    }
+}
+
 pub struct AdminServer {
     pub listener: tokio::net::TcpListener,
     pub shared: Arc<Shared>,

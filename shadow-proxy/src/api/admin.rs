@@ -8,6 +8,7 @@
 //! | `/api/v1/predict`, `/api/v1/predict/events` | JSON: failure probabilities and level changes ([`super::predict`]) |
 //! | `/api/v1/regress?y=&on=` | JSON: a resource-per-load regression on the history ([`super::regress`]) |
 //! | `/api/v1/provision/{plan,events,pool}`, `/api/v1/whatif` | JSON: the provisioner ([`super::provision`]) |
+//! | `/api/v1/failover`, `/api/v1/failover/events` | JSON: failover state and transitions ([`super::failover`]) |
 //! | `/api/v1/forecast...` | JSON: the control API's read-only forecast routes ([`super::forecast`]) |
 //! | `/healthz` | `ok` |
 
@@ -38,6 +39,12 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Answer {
     if let Some(rest) = path.strip_prefix("/api")
         && let Some(answer) =
             super::provision::route(Some(&shared), req.method(), rest, query, false).await
+    {
+        return answer;
+    }
+    if let Some(rest) = path.strip_prefix("/api")
+        && let Some(answer) =
+            super::failover::route(Some(&shared), req.method(), rest, query, false).await
     {
         return answer;
     }

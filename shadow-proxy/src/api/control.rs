@@ -143,6 +143,11 @@ async fn route_api(req: Request<Incoming>, api: Arc<Api>) -> Answer {
     {
         return answer;
     }
+    if let Some(answer) =
+        super::failover::route(api.shared.as_ref(), req.method(), path, query, true).await
+    {
+        return answer;
+    }
     match &api.shadow {
         Some(control) => route(req, control).await,
         None if SHADOW_ROUTES.iter().any(|p| path.starts_with(p)) => error(

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod control;
+pub mod failover;
 pub mod forecast;
 pub mod predict;
 pub mod provision;

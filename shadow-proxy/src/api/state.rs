@@ -21,6 +21,8 @@ pub struct Shared {
     pub predict: Option<Arc<forecast::predict::Predictor>>,
     /// The provisioning loops, when `[provision]` configures any.
     pub provision: Option<Arc<crate::provision::Provisioner>>,
+    /// Failover profiles, when `[failover]` configures any.
+    pub failover: Option<Arc<crate::failover::Orchestrator>>,
     pub prometheus: PrometheusHandle,
     pub max_endpoint_series: usize,
 }

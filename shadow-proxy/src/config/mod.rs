@@ -92,6 +92,8 @@ struct RawConfig {
     service: Vec<RawService>,
     #[serde(default)]
     provision: crate::provision::config::RawProvision,
+    #[serde(default)]
+    failover: crate::failover::config::RawFailover,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -175,6 +177,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub services: Vec<ServiceConfig>,
     pub provision: crate::provision::ProvisionSettings,
+    /// Migration profiles, when `[[failover.service]]` gives any.
+    pub failover: Option<crate::failover::FailoverSettings>,
 }
 
 impl Config {
@@ -207,6 +211,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
     let telemetry_file = agent::telemetry(raw.telemetry, &table_invalid)?;
     let forecast_file = agent::forecast(raw.forecast, &table_invalid)?;
     let provision = crate::provision::config::settings(raw.provision, &table_invalid)?;
+    let failover = crate::failover::config::settings(raw.failover, &table_invalid)?;
     let interface = raw.capture.interface.unwrap_or_else(|| "lo".into());
     let attach = match raw.capture.attach.as_deref().unwrap_or("auto") {
         "auto" if interface == "lo" => AttachMode::Ingress,
@@ -404,6 +409,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         },
         services,
         provision,
+        failover,
     })
 }
 

@@ -11,6 +11,7 @@
 //!   the agent was down; see the README).
 //! - One action per service at a time: a second is refused and told why.
 
+pub mod config;
 pub mod cutover;
 pub mod machine;
 
@@ -31,7 +32,7 @@ use shadow_api::{
 };
 use shadow_common::steer::STEER_SCALE;
 
-use crate::provision::hook::ExecHook;
+use crate::{metrics::names, provision::hook::ExecHook};
 use cutover::{CutoverError, KernelCutover};
 use machine::{Action, Machine, Observation, Rules};
 
@@ -316,6 +317,13 @@ impl Orchestrator {
                 shadow_ok: s.shadow_ok,
             };
             let rules = s.settings.rules.clone();
+            let name = s.settings.name.clone();
+            metrics::gauge!(names::FAILOVER_CHECK_FAILURES, "service" => name.clone(), "of" => "primary")
+                .set(f64::from(s.machine.primary_failures + u32::from(!s.primary_ok)));
+            metrics::gauge!(names::FAILOVER_CHECK_FAILURES, "service" => name, "of" => "shadow")
+                .set(f64::from(
+                    s.machine.shadow_failures + u32::from(!s.shadow_ok),
+                ));
             if let Some(action) = s.machine.observe(&o, &rules) {
                 self.perform(&mut s, action, false);
             }
@@ -582,6 +590,13 @@ impl Orchestrator {
             tracing::info!(service = %e.service, action, from = from.name(), to = e.to.name(), %reason, took_us = e.took_us, "Failover");
         }
         s.reason = reason;
+        let service = e.service.clone();
+        let cause = s.machine.cause.map_or("none", Cause::name);
+        metrics::counter!(names::FAILOVER_TRANSITIONS, "service" => service.clone(), "action" => e.action.clone(), "cause" => cause).increment(1);
+        metrics::gauge!(names::FAILOVER_PHASE, "service" => service.clone()).set(phase_value(e.to));
+        if let Some(t) = took {
+            metrics::histogram!(names::FAILOVER_CUTOVER_SECONDS, "service" => service, "action" => e.action.clone()).record(t.as_secs_f64());
+        }
         let mut ev = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if ev.len() == EVENTS {
             ev.pop_front();
@@ -656,6 +671,15 @@ impl Orchestrator {
             self.tick(level);
             std::thread::sleep(self.check_interval.saturating_sub(started.elapsed()));
         }
+    }
+}
+
+fn phase_value(p: Phase) -> f64 {
+    match p {
+        Phase::Primary => 0.0,
+        Phase::Staged => 1.0,
+        Phase::OnShadow => 2.0,
+        Phase::Promoted => 3.0,
     }
 }
 

@@ -83,6 +83,17 @@ pub const PROVISION_BACKEND_ERRORS: &str = "shadow_provision_backend_errors_tota
 /// Cost per hour of the pool's placement.
 pub const PROVISION_COST: &str = "shadow_provision_cost_per_hour";
 
+// Failover per `service` (failover/mod.rs).
+/// 0 primary, 1 staged, 2 on the shadow, 3 promoted.
+pub const FAILOVER_PHASE: &str = "shadow_failover_phase";
+/// Actions by `action` (stage, cutover, rollback, promote, unstage, resume,
+/// refused, failed) and `cause` (predicted, primary_failed, manual, none).
+pub const FAILOVER_TRANSITIONS: &str = "shadow_failover_transitions_total";
+/// How long the kernel took to move new connections, per action.
+pub const FAILOVER_CUTOVER_SECONDS: &str = "shadow_failover_cutover_seconds";
+/// Consecutive failed checks of the primary and of the shadow (`of`).
+pub const FAILOVER_CHECK_FAILURES: &str = "shadow_failover_check_failures";
+
 // Diffing, per service and route.
 pub const DIFF_COMPARED: &str = "shadow_diff_compared_total";
 pub const DIFF_DIFFERING: &str = "shadow_diff_differing_total";

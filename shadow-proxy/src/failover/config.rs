@@ -1,0 +1,260 @@
+//! `[failover]` in the agent's configuration file: migration profiles,
+//! parsed into [`FailoverSettings`], with every bad value named by its key.
+//!
+//! ```toml
+//! [failover]
+//! check_interval = "200ms"            # health checks of every primary and shadow
+//! # netns = "/proc/self/ns/net"        # where the cutover program is attached
+//! # state_dir = "/var/lib/shadow"      # failover.json: the machines, persisted
+//!
+//! [[failover.service]]
+//! name = "web"
+//! port = 8080                         # the port clients connect to (the primary's)
+//! shadow_port = 9080                  # the shadow's listener, in the same namespace
+//! # check_path = "/healthz"           # HTTP GET answered 2xx/3xx ("": a TCP connect)
+//! # check_timeout = "100ms"
+//! # fail_limit = 3  recover_checks = 5  shadow_fail_limit = 3
+//! # false_positive = "5m"  unstage_after = "10m"  promote_after = "30m"
+//!
+//! [[failover.service.step]]           # in order; sync and warm at stage,
+//! kind = "sync"                       # gate before a cutover, verify after,
+//! command = ["/usr/local/bin/sync-web"]   # rollback after moving back
+//! timeout = "60s"
+//! retries = 2
+//! ```
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use super::{Check, FailoverSettings, ServiceSettings, Step, StepKind, machine::Rules};
+use crate::{provision::hook::ExecHook, util::duration};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailover {
+    check_interval: Option<String>,
+    netns: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    port: u16,
+    shadow_port: u16,
+    check_path: Option<String>,
+    check_timeout: Option<String>,
+    fail_limit: Option<u32>,
+    recover_checks: Option<u32>,
+    shadow_fail_limit: Option<u32>,
+    false_positive: Option<String>,
+    unstage_after: Option<String>,
+    promote_after: Option<String>,
+    #[serde(default)]
+    step: Vec<RawStep>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    kind: String,
+    command: Vec<String>,
+    timeout: Option<String>,
+    retries: Option<u32>,
+}
+
+/// Where the machines are persisted when `state_dir` is not given.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/shadow";
+
+fn secs<E>(
+    key: &str,
+    v: &Option<String>,
+    default: &str,
+    bad: &dyn Fn(&str, String) -> E,
+) -> Result<Duration, E> {
+    let v = v.as_deref().unwrap_or(default);
+    duration::parse(v).map_err(|r| bad(key, r))
+}
+
+/// `None` when there is no `[[failover.service]]`.
+pub fn settings<E>(
+    raw: RawFailover,
+    invalid: &dyn Fn(&str, String) -> E,
+) -> Result<Option<FailoverSettings>, E> {
+    if raw.service.is_empty() {
+        return Ok(None);
+    }
+    let check_interval = secs(
+        "failover.check_interval",
+        &raw.check_interval,
+        "200ms",
+        invalid,
+    )?;
+    let mut services: Vec<ServiceSettings> = Vec::new();
+    for (i, s) in raw.service.into_iter().enumerate() {
+        let key = |k: &str| format!("failover.service[{i}].{k}");
+        let bad = |k: &str, reason: String| invalid(&key(k), reason);
+        if s.name.is_empty() {
+            return Err(bad("name", "must name the service".into()));
+        }
+        if services.iter().any(|o| o.name == s.name) {
+            return Err(bad("name", format!("{:?} has a profile already", s.name)));
+        }
+        if s.port == 0 || s.shadow_port == 0 {
+            return Err(bad("port", "port and shadow_port must be above 0".into()));
+        }
+        if s.port == s.shadow_port {
+            return Err(bad(
+                "shadow_port",
+                format!("{} is the primary's port too", s.port),
+            ));
+        }
+        let timeout = secs("check_timeout", &s.check_timeout, "100ms", &bad)?;
+        let path =
+            Some(s.check_path.clone().unwrap_or_else(|| "/".into())).filter(|p| !p.is_empty());
+        let check = |port| Check {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            path: path.clone(),
+            timeout,
+            source_port: None,
+        };
+        let positive = |k: &str, v: Option<u32>, default: u32| match v.unwrap_or(default) {
+            0 => Err(bad(k, "must be at least 1".into())),
+            n => Ok(n),
+        };
+        let rules = Rules {
+            fail_limit: positive("fail_limit", s.fail_limit, 3)?,
+            recover_checks: positive("recover_checks", s.recover_checks, 5)?,
+            shadow_fail_limit: positive("shadow_fail_limit", s.shadow_fail_limit, 3)?,
+            false_positive: secs("false_positive", &s.false_positive, "5m", &bad)?,
+            unstage_after: secs("unstage_after", &s.unstage_after, "10m", &bad)?,
+            promote_after: s
+                .promote_after
+                .as_ref()
+                .map(|_| secs("promote_after", &s.promote_after, "", &bad))
+                .transpose()?,
+        };
+        let mut steps = Vec::new();
+        for (j, st) in s.step.iter().enumerate() {
+            let sk = |k: &str| format!("step[{j}].{k}");
+            let kind = match st.kind.as_str() {
+                "sync" => StepKind::Sync,
+                "warm" => StepKind::Warm,
+                "gate" => StepKind::Gate,
+                "verify" => StepKind::Verify,
+                "rollback" => StepKind::Rollback,
+                other => {
+                    return Err(bad(
+                        &sk("kind"),
+                        format!("{other:?} is not one of sync, warm, gate, verify, rollback"),
+                    ));
+                }
+            };
+            let Some(program) = st.command.first() else {
+                return Err(bad(&sk("command"), "is empty".into()));
+            };
+            if ExecHook::resolve(program).is_none() {
+                return Err(bad(
+                    &sk("command"),
+                    format!("{program:?} does not exist or is not executable"),
+                ));
+            }
+            steps.push(Step {
+                kind,
+                hook: ExecHook {
+                    command: st.command.clone(),
+                    timeout: secs(&sk("timeout"), &st.timeout, "60s", &bad)?,
+                },
+                retries: st.retries.unwrap_or(0),
+            });
+        }
+        services.push(ServiceSettings {
+            primary: check(s.port),
+            shadow: check(s.shadow_port),
+            name: s.name,
+            port: s.port,
+            shadow_port: s.shadow_port,
+            steps,
+            rules,
+        });
+    }
+    Ok(Some(FailoverSettings {
+        services,
+        netns: raw
+            .netns
+            .unwrap_or_else(|| PathBuf::from("/proc/self/ns/net")),
+        check_interval,
+        state_dir: raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Option<FailoverSettings>, String> {
+        #[derive(Deserialize)]
+        struct File {
+            failover: RawFailover,
+        }
+        let f: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        settings(f.failover, &|k, r| format!("{k}: {r}"))
+    }
+
+    const WEB: &str =
+        "[failover]\n[[failover.service]]\nname = \"web\"\nport = 8080\nshadow_port = 9080\n";
+
+    #[test]
+    fn a_profile_gets_its_defaults() {
+        let s = parse(WEB).unwrap().unwrap();
+        let w = &s.services[0];
+        assert_eq!((w.port, w.shadow_port), (8080, 9080));
+        assert_eq!(w.primary.path.as_deref(), Some("/"));
+        assert_eq!(w.rules, Rules::default());
+        assert_eq!(s.check_interval, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                WEB.replace("9080", "8080"),
+                "failover.service[0].shadow_port: 8080 is the primary's port too",
+            ),
+            (
+                format!(
+                    "{WEB}[[failover.service.step]]\nkind = \"sync\"\ncommand = [\"/no/such/sync\"]\n"
+                ),
+                "failover.service[0].step[0].command: \"/no/such/sync\" does not exist",
+            ),
+            (
+                format!(
+                    "{WEB}[[failover.service.step]]\nkind = \"dance\"\ncommand = [\"/bin/true\"]\n"
+                ),
+                "failover.service[0].step[0].kind: \"dance\" is not one of",
+            ),
+            (
+                format!("{WEB}fail_limit = 0\n"),
+                "failover.service[0].fail_limit: must be at least 1",
+            ),
+            (
+                format!("{WEB}[[failover.service]]\nname = \"web\"\nport = 1\nshadow_port = 2\n"),
+                "failover.service[1].name: \"web\" has a profile already",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(want), "{err}\nwanted {want}");
+        }
+    }
+}
