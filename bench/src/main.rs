@@ -6,6 +6,7 @@
 //! Reports medians and attached/detached ratios, measured in the same run.
 
 mod diff;
+mod failover;
 mod failure;
 mod forecast;
 mod mirror;
@@ -147,6 +148,19 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         arrival_bin: i64,
     },
+    /// An unpredicted crash of the primary under constant load: shadow's
+    /// kernel cutover vs keepalived (default and fastest advert_int).
+    Failover {
+        /// The test servers' binary.
+        #[arg(long, default_value = "target/debug/http-peer")]
+        peer: PathBuf,
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        #[arg(long, default_value = "bench/reports/failover.md")]
+        report: PathBuf,
+    },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
     MirrorOverhead {
@@ -232,5 +246,11 @@ fn main() -> Result<()> {
             rounds,
             report,
         } => mirror::run(&agent, seconds, rounds, &report),
+        Command::Failover {
+            peer,
+            rate,
+            rounds,
+            report,
+        } => failover::run(&peer, rate, rounds, &report),
     }
 }

@@ -26,7 +26,8 @@ const TOOLCHAIN_PACKAGES: &[&str] = &[
 /// What the agent and its tests use at run time.
 const RUNTIME_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux"];
 // fonts-dejavu-core: the text in the forecast report's plots.
-const BENCH_PACKAGES: &[&str] = &["wrk", "fio", "nginx", "fonts-dejavu-core"];
+// keepalived: the failover bench's baseline.
+const BENCH_PACKAGES: &[&str] = &["wrk", "fio", "nginx", "fonts-dejavu-core", "keepalived"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn installed(pkg: &str) -> bool {
