@@ -328,6 +328,9 @@ fn shadow_round(peer: &Path, rate: f64, predicted: bool) -> Result<Row> {
             primary: check(live),
             shadow: check(shadow),
             steps: Vec::new(),
+            switch: Default::default(),
+            ramp: Vec::new(),
+            ramp_step: Duration::ZERO,
             rules: Rules {
                 fail_limit: 2,
                 ..Rules::default()

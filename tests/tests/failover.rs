@@ -282,6 +282,9 @@ fn four_failover_scenarios_under_constant_load() {
             primary: check(live),
             shadow: check(shadow_addr),
             steps: Vec::new(),
+            switch: Default::default(),
+            ramp: Vec::new(),
+            ramp_step: Duration::ZERO,
             rules: Rules {
                 fail_limit: 2,
                 recover_checks: 5,
@@ -507,10 +510,11 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
     std::fs::write(
         &config,
         format!(
-            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n",
+            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\nramp = [10, 50]\nramp_step = \"300ms\"\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n\n[[failover.service]]\nname = \"far\"\nport = 3\nshadow_port = 4\nswitch = \"hook\"\nswitch_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n",
             dir.join("state").display(),
             live.port(),
-            shadow_addr.port()
+            shadow_addr.port(),
+            dir.join("switch.log").display()
         ),
     )
     .unwrap();
@@ -554,9 +558,33 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
 
     let (ok, cut) = shadowctl(&agent_dir, &["failover", "cutover", "web"]);
     assert!(ok && cut.contains("cutover: primary -> on_shadow"), "{cut}");
+    // The ramp: 10 %, then 50 % and all, 300 ms apart while the shadow is healthy.
+    let share = |text: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(text).expect("status JSON");
+        v[0]["share"].as_u64().unwrap()
+    };
+    let (_, status) = shadowctl(&agent_dir, &["failover", "status", "--json"]);
+    assert_eq!(share(&status), 1000, "{status}");
+    shadow_tests::wait_until(Duration::from_secs(5), "the ramp to reach 100 %", || {
+        share(&shadowctl(&agent_dir, &["failover", "status", "--json"]).1) == 10_000
+    });
+    let (_, events) = shadowctl(&agent_dir, &["failover", "events"]);
+    assert!(
+        events.contains("ramp: 50.0 %") && events.contains("ramp: 100.0 %"),
+        "{events}"
+    );
     assert!(
         served_by_shadow("/after-cutover"),
         "new connections did not move"
+    );
+
+    // Across hosts: the hook is told, and --force skips the unhealthy shadow.
+    let (ok, far) = shadowctl(&agent_dir, &["failover", "cutover", "far", "--force"]);
+    assert!(ok && far.contains("on_shadow"), "{far}");
+    let told = std::fs::read_to_string(dir.join("switch.log")).unwrap_or_default();
+    assert!(
+        told.contains("\"action\":\"steer\"") && told.contains("\"service\":\"far\""),
+        "{told}"
     );
     let (ok, again) = shadowctl(&agent_dir, &["failover", "cutover", "web"]);
     assert!(!ok && again.contains("already on the shadow"), "{again}");

@@ -15,6 +15,9 @@
 //! # check_timeout = "100ms"
 //! # fail_limit = 3  recover_checks = 5  shadow_fail_limit = 3
 //! # false_positive = "5m"  unstage_after = "10m"  promote_after = "30m"
+//! # ramp = [10, 50]  ramp_step = "30s"   # planned/predicted: 10 %, 50 %, then all
+//! # switch = "kernel"                 # or "hook" across hosts, with
+//! # switch_command = ["/usr/local/bin/move-vip"]  switch_timeout = "30s"
 //!
 //! [[failover.service.step]]           # in order; sync and warm at stage,
 //! kind = "sync"                       # gate before a cutover, verify after,
@@ -31,7 +34,9 @@ use std::{
 
 use serde::Deserialize;
 
-use super::{Check, FailoverSettings, ServiceSettings, Step, StepKind, machine::Rules};
+use super::{
+    Check, FailoverSettings, ServiceSettings, Step, StepKind, SwitchSettings, machine::Rules,
+};
 use crate::{provision::hook::ExecHook, util::duration};
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -58,6 +63,11 @@ struct RawService {
     false_positive: Option<String>,
     unstage_after: Option<String>,
     promote_after: Option<String>,
+    switch: Option<String>,
+    switch_command: Option<Vec<String>>,
+    switch_timeout: Option<String>,
+    ramp: Option<Vec<f64>>,
+    ramp_step: Option<String>,
     #[serde(default)]
     step: Vec<RawStep>,
 }
@@ -176,7 +186,49 @@ pub fn settings<E>(
                 retries: st.retries.unwrap_or(0),
             });
         }
+        let switch = match s.switch.as_deref().unwrap_or("kernel") {
+            "kernel" => SwitchSettings::Kernel,
+            "hook" => {
+                let command = s
+                    .switch_command
+                    .clone()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| {
+                        bad(
+                            "switch_command",
+                            "switch = \"hook\" needs the command that moves traffic".into(),
+                        )
+                    })?;
+                if ExecHook::resolve(&command[0]).is_none() {
+                    return Err(bad(
+                        "switch_command",
+                        format!("{:?} does not exist or is not executable", command[0]),
+                    ));
+                }
+                SwitchSettings::Hook(ExecHook {
+                    command,
+                    timeout: secs("switch_timeout", &s.switch_timeout, "30s", &bad)?,
+                })
+            }
+            other => {
+                return Err(bad("switch", format!("{other:?} is not kernel or hook")));
+            }
+        };
+        let ramp = s.ramp.clone().unwrap_or_default();
+        if ramp
+            .iter()
+            .any(|p| !p.is_finite() || *p <= 0.0 || *p > 100.0)
+            || ramp.windows(2).any(|w| w[1] <= w[0])
+        {
+            return Err(bad(
+                "ramp",
+                format!("{ramp:?} must be rising percentages within (0, 100]"),
+            ));
+        }
         services.push(ServiceSettings {
+            switch,
+            ramp: ramp.iter().map(|p| (p * 100.0).round() as u32).collect(),
+            ramp_step: secs("ramp_step", &s.ramp_step, "30s", &bad)?,
             primary: check(s.port),
             shadow: check(s.shadow_port),
             name: s.name,

@@ -14,14 +14,14 @@
 pub mod config;
 pub mod cutover;
 pub mod machine;
+pub mod switch;
 
 use std::{
     collections::VecDeque,
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    os::fd::OwnedFd,
     path::PathBuf,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -35,6 +35,7 @@ use shadow_common::steer::STEER_SCALE;
 use crate::{metrics::names, provision::hook::ExecHook};
 use cutover::{CutoverError, KernelCutover};
 use machine::{Action, Machine, Observation, Rules};
+use switch::{HookSwitch, KernelSwitch, Switch};
 
 /// Events kept for `GET /v1/failover/events`.
 pub const EVENTS: usize = 512;
@@ -121,6 +122,16 @@ pub struct Step {
     pub retries: u32,
 }
 
+/// How a service's traffic is moved.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum SwitchSettings {
+    /// On this host, in the kernel (sk_lookup).
+    #[default]
+    Kernel,
+    /// Across hosts: a command (DNS, VIP, load balancer).
+    Hook(ExecHook),
+}
+
 /// One service's profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSettings {
@@ -134,6 +145,13 @@ pub struct ServiceSettings {
     pub shadow: Check,
     pub steps: Vec<Step>,
     pub rules: Rules,
+    pub switch: SwitchSettings,
+    /// A planned or predicted cutover moves these shares of new connections
+    /// (hundredths of a percent, rising) one `ramp_step` apart while the
+    /// shadow stays healthy; empty: all at once. A failed primary moves all
+    /// at once whatever this says.
+    pub ramp: Vec<u32>,
+    pub ramp_step: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,9 +191,9 @@ pub enum Command {
 struct Service {
     settings: ServiceSettings,
     machine: Machine,
-    /// The shadow's listener, taken ahead so a cutover does not wait for
-    /// the socket tables.
-    listener: Option<OwnedFd>,
+    switch: Box<dyn Switch>,
+    /// The ramp step reached and when (unix ms), while ramping.
+    ramp: Option<(usize, u64)>,
     primary_ok: bool,
     shadow_ok: bool,
     level: Level,
@@ -190,7 +208,6 @@ pub struct Orchestrator {
     services: Vec<Mutex<Service>>,
     /// The machines as of their last transition: what is persisted.
     saved: Mutex<std::collections::BTreeMap<String, Machine>>,
-    cutover: Mutex<KernelCutover>,
     events: Mutex<VecDeque<FailoverEvent>>,
     state_file: PathBuf,
     pub check_interval: Duration,
@@ -213,20 +230,30 @@ impl Orchestrator {
     /// Attaches the cutover program and loads the persisted machines. A
     /// service that was on its shadow is cut over again at once.
     pub fn start(settings: FailoverSettings) -> Result<Self, FailoverError> {
-        let mut cutover = KernelCutover::attach(&settings.netns)?;
         let mut settings = settings;
-        for s in &mut settings.services {
-            // A source port of the primary's checks, which the cutover never
-            // steers: the kernel picks a free one.
-            let port = std::net::TcpListener::bind(SocketAddr::new(s.primary.addr.ip(), 0))
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .ok();
-            if let Some(p) = port {
-                s.primary.source_port = Some(p);
-                cutover.set_bypass(s.port, p);
+        // The program is attached only if a service moves in the kernel.
+        let kernel = if settings
+            .services
+            .iter()
+            .any(|s| s.switch == SwitchSettings::Kernel)
+        {
+            let mut cutover = KernelCutover::attach(&settings.netns)?;
+            for s in &mut settings.services {
+                // A source port of the primary's checks, which the cutover
+                // never steers: the kernel picks a free one.
+                let port = std::net::TcpListener::bind(SocketAddr::new(s.primary.addr.ip(), 0))
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .ok();
+                if let Some(p) = port {
+                    s.primary.source_port = Some(p);
+                    cutover.set_bypass(s.port, p);
+                }
             }
-        }
+            Some(Arc::new(Mutex::new(cutover)))
+        } else {
+            None
+        };
         let state_file = settings.state_dir.join("failover.json");
         let mut saved: std::collections::BTreeMap<String, Machine> =
             match std::fs::read(&state_file) {
@@ -248,8 +275,21 @@ impl Orchestrator {
             .into_iter()
             .map(|s| {
                 let machine = saved.remove(&s.name).unwrap_or_default();
+                let switch: Box<dyn Switch> = match (&s.switch, &kernel) {
+                    (SwitchSettings::Hook(h), _) => Box::new(HookSwitch::new(
+                        h.clone(),
+                        s.name.clone(),
+                        s.port,
+                        s.shadow_port,
+                    )),
+                    (SwitchSettings::Kernel, Some(k)) => {
+                        Box::new(KernelSwitch::new(k.clone(), s.port, s.shadow_port))
+                    }
+                    (SwitchSettings::Kernel, None) => unreachable!("attached above"),
+                };
                 Mutex::new(Service {
-                    listener: cutover::listener_on(s.shadow_port).ok(),
+                    switch,
+                    ramp: None,
                     machine,
                     settings: s,
                     primary_ok: true,
@@ -271,7 +311,6 @@ impl Orchestrator {
             names,
             saved: Mutex::new(snapshot),
             services,
-            cutover: Mutex::new(cutover),
             events: Mutex::new(VecDeque::new()),
             state_file,
             check_interval: settings.check_interval,
@@ -280,7 +319,7 @@ impl Orchestrator {
             let mut s = lock(svc);
             if matches!(s.machine.phase, Phase::OnShadow | Phase::Promoted) {
                 let from = s.machine.phase;
-                let result = o.steer(&mut s);
+                let result = s.switch.steer(STEER_SCALE);
                 let (took, reason, refused) = match result {
                     Ok(t) => (
                         Some(t),
@@ -307,9 +346,10 @@ impl Orchestrator {
             s.primary_ok = s.settings.primary.passes();
             s.shadow_ok = s.settings.shadow.passes();
             (s.level, s.probability) = level(&s.settings.name);
-            if s.listener.is_none() && s.shadow_ok {
-                s.listener = cutover::listener_on(s.settings.shadow_port).ok();
+            if s.shadow_ok {
+                s.switch.prepare();
             }
+            self.ramp_up(&mut s);
             let o = Observation {
                 now_ms: now_ms(),
                 level: s.level,
@@ -514,9 +554,19 @@ impl Orchestrator {
         if cause != Cause::PrimaryFailed && !force {
             self.run_steps(s, &[StepKind::Gate])?;
         }
-        let took = self.steer(s).map_err(|e| e.to_string())?;
+        // A failed primary moves everything at once; otherwise the ramp's
+        // first share, if there is a ramp.
+        let ramped = cause != Cause::PrimaryFailed && !s.settings.ramp.is_empty();
+        let share = if ramped {
+            s.settings.ramp[0]
+        } else {
+            STEER_SCALE
+        };
+        let took = s.switch.steer(share)?;
+        s.ramp = ramped.then(|| (0, now_ms()));
         if let Err(e) = self.run_steps(s, &[StepKind::Verify]) {
-            let _ = self.release(s);
+            let _ = s.switch.release();
+            s.ramp = None;
             return Err(format!("{e}; rolled back"));
         }
         Ok(Done {
@@ -527,7 +577,8 @@ impl Orchestrator {
     }
 
     fn roll_back(&self, s: &mut Service) -> Result<Done, String> {
-        let took = self.release(s).map_err(|e| e.to_string())?;
+        let took = s.switch.release()?;
+        s.ramp = None;
         if let Err(e) = self.run_steps(s, &[StepKind::Rollback]) {
             tracing::warn!(service = %s.settings.name, error = %e, "Rollback step failed; traffic is on the primary");
         }
@@ -538,29 +589,40 @@ impl Orchestrator {
         })
     }
 
-    /// Every new connection to the service's port to the shadow's listener.
-    fn steer(&self, s: &mut Service) -> Result<Duration, CutoverError> {
-        let listener = match s.listener.as_ref().map(OwnedFd::try_clone) {
-            Some(Ok(fd)) => fd,
-            _ => cutover::listener_on(s.settings.shadow_port)?,
-        };
-        let mut k = self.cutover.lock().unwrap_or_else(|p| p.into_inner());
-        match k.steer(s.settings.port, listener, STEER_SCALE) {
-            Ok(t) => Ok(t),
-            // A shadow that restarted has a new listener: take it and retry.
-            Err(_) => {
-                let fresh = cutover::listener_on(s.settings.shadow_port)?;
-                s.listener = fresh.try_clone().ok();
-                k.steer(s.settings.port, fresh, STEER_SCALE)
-            }
+    /// The next step of a ramp, once the step's time has passed with the
+    /// shadow healthy (the machine rolls back one that is not).
+    fn ramp_up(&self, s: &mut Service) {
+        let Some((i, at)) = s.ramp else { return };
+        if s.machine.phase != Phase::OnShadow {
+            s.ramp = None;
+            return;
         }
-    }
-
-    fn release(&self, s: &Service) -> Result<Duration, CutoverError> {
-        let mut k = self.cutover.lock().unwrap_or_else(|p| p.into_inner());
-        match k.release(s.settings.port) {
-            Err(CutoverError::NotSteered(_)) => Ok(Duration::ZERO),
-            other => other,
+        let now = now_ms();
+        if !s.shadow_ok || now.saturating_sub(at) < s.settings.ramp_step.as_millis() as u64 {
+            return;
+        }
+        let next = s.settings.ramp.get(i + 1).copied().unwrap_or(STEER_SCALE);
+        let from = s.machine.phase;
+        match s.switch.steer(next) {
+            Ok(t) => {
+                s.ramp = (next < STEER_SCALE).then_some((i + 1, now));
+                let reason = format!(
+                    "ramp: {:.1} % of new connections to the shadow, healthy for {:?}",
+                    f64::from(next) / 100.0,
+                    s.settings.ramp_step
+                );
+                self.event(s, "ramp", from, Some(t), reason, false);
+            }
+            Err(e) => {
+                self.event(
+                    s,
+                    "failed",
+                    from,
+                    None,
+                    format!("ramp step failed: {e}"),
+                    true,
+                );
+            }
         }
     }
 
@@ -630,12 +692,7 @@ impl Orchestrator {
             .iter()
             .map(|svc| {
                 let s = lock(svc);
-                let share = self
-                    .cutover
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .share(s.settings.port)
-                    .unwrap_or(0);
+                let share = s.switch.share();
                 FailoverStatus {
                     service: s.settings.name.clone(),
                     port: s.settings.port,
