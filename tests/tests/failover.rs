@@ -302,12 +302,19 @@ fn four_failover_scenarios_under_constant_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let (commands, inbox) =
         std::sync::mpsc::channel::<(Command, std::sync::mpsc::Sender<String>)>();
+    // What the failure model is told: each failure, each false positive.
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::<(String, bool)>::new()));
     let orchestrator = {
         let (ns_path, level, stop) = (ns_path.clone(), level.clone(), stop.clone());
+        let outcomes = outcomes.clone();
         std::thread::spawn(move || {
             // Checks and the listener lookup see the namespace's loopback.
             enter(&ns_path);
             let o = Orchestrator::start(settings).expect("the orchestrator starts");
+            let told = outcomes.clone();
+            o.set_outcome(Box::new(move |s, failed| {
+                told.lock().unwrap().push((s.to_owned(), failed));
+            }));
             let level_of = |_: &str| {
                 let l = match level.load(Ordering::SeqCst) {
                     0 => Level::Ok,
@@ -453,6 +460,11 @@ fn four_failover_scenarios_under_constant_load() {
         (f1, f3, f4),
         (0, 0, 0),
         "failed requests in scenarios 1, 3, 4"
+    );
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        vec![("web".to_owned(), false), ("web".to_owned(), true)],
+        "the failure model is told the false positive, then the failure"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -249,6 +249,18 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         max_endpoint_series: cfg.max_endpoint_series,
     });
     if let Some(o) = failover {
+        if let Some(p) = shared.predict.clone() {
+            o.set_outcome(Box::new(move |service, failed| {
+                if failed {
+                    p.record_failure(service);
+                } else {
+                    tracing::info!(
+                        service,
+                        "Failover: a predicted failure did not come (false positive)"
+                    );
+                }
+            }));
+        }
         tasks.start(Box::new(tasks::FailoverLoop {
             orchestrator: o,
             shared: shared.clone(),

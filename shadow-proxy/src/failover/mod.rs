@@ -211,7 +211,14 @@ pub struct Orchestrator {
     events: Mutex<VecDeque<FailoverEvent>>,
     state_file: PathBuf,
     pub check_interval: Duration,
+    /// Told each outcome of a prediction: `true` when a service's primary
+    /// failed, `false` for a false positive (the failure model learns from
+    /// it; seed 003: "PE adjusts predictions based on the failure event").
+    outcome: Mutex<Option<Outcome>>,
 }
+
+/// Told a service's name and whether its failure came.
+pub type Outcome = Box<dyn Fn(&str, bool) + Send + Sync>;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -314,6 +321,7 @@ impl Orchestrator {
             events: Mutex::new(VecDeque::new()),
             state_file,
             check_interval: settings.check_interval,
+            outcome: Mutex::new(None),
         };
         for svc in &o.services {
             let mut s = lock(svc);
@@ -489,6 +497,16 @@ impl Orchestrator {
         };
         match result {
             Ok(done) => {
+                let told = match (name, done.cause) {
+                    ("cutover", Some(Cause::PrimaryFailed)) => Some(true),
+                    ("rollback", _) if reason.starts_with("false positive") => Some(false),
+                    _ => None,
+                };
+                if let Some(failed) = told
+                    && let Some(f) = &*self.outcome.lock().unwrap_or_else(|p| p.into_inner())
+                {
+                    f(&s.settings.name, failed);
+                }
                 s.machine.enter(done.to, done.cause, now_ms());
                 let e = self.event(s, name, from, done.took, reason, false);
                 self.save(s);
@@ -685,6 +703,11 @@ impl Orchestrator {
         if let Err(error) = write() {
             tracing::warn!(file = %self.state_file.display(), %error, "Failover state not saved");
         }
+    }
+
+    /// Where the outcomes of predictions go (the failure model).
+    pub fn set_outcome(&self, f: Outcome) {
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
     pub fn status(&self) -> Vec<FailoverStatus> {

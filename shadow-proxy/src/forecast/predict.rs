@@ -286,6 +286,33 @@ impl Predictor {
         }
     }
 
+    /// A failure seen elsewhere (failover found the service's primary down):
+    /// the moments kept before it are labelled as leading to a failure, as
+    /// a failing error rate labels them. `false` when no moments were kept
+    /// for the service or the host.
+    pub fn record_failure(&self, service: &str) -> bool {
+        let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        let key = [("service", service), ("host", self.server_id.as_str())]
+            .into_iter()
+            .map(|(s, n)| (s.to_owned(), n.to_owned()))
+            .find(|k| scopes.contains_key(k))
+            .or_else(|| scopes.keys().find(|k| k.0 == "host").cloned());
+        let Some(st) = key.and_then(|k| scopes.get_mut(&k)) else {
+            return false;
+        };
+        tracing::warn!(
+            service,
+            moments = st.moments.len(),
+            "Failure recorded (failover: the primary failed)"
+        );
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.extend(st.moments.drain(..).map(|(_, f)| Example {
+            features: f,
+            failed: true,
+        }));
+        true
+    }
+
     fn maybe_learn(&self) {
         let batch = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
