@@ -331,6 +331,8 @@ fn shadow_round(peer: &Path, rate: f64, predicted: bool) -> Result<Row> {
             switch: Default::default(),
             ramp: Vec::new(),
             ramp_step: Duration::ZERO,
+            max_error_rate: None,
+            max_p99_ms: None,
             rules: Rules {
                 fail_limit: 2,
                 ..Rules::default()

@@ -285,6 +285,8 @@ fn four_failover_scenarios_under_constant_load() {
             switch: Default::default(),
             ramp: Vec::new(),
             ramp_step: Duration::ZERO,
+            max_error_rate: None,
+            max_p99_ms: None,
             rules: Rules {
                 fail_limit: 2,
                 recover_checks: 5,
@@ -626,5 +628,113 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
         "rollback left traffic on the shadow"
     );
     drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_regressed_diff_blocks_the_cutover_and_a_shadow_past_its_error_rate_is_rolled_back() {
+    let Some(_k) = kernel_test(
+        "a_regressed_diff_blocks_the_cutover_and_a_shadow_past_its_error_rate_is_rolled_back",
+    ) else {
+        return;
+    };
+    use std::sync::atomic::AtomicU64;
+    let ns = Netns::new("fo-analysis");
+    let dir = std::env::temp_dir().join(format!("shadow-fo-analysis-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_primary, live) = logging_server(&ns, &dir.join("p.jsonl"));
+    let (_shadow, shadow_addr) = logging_server(&ns, &dir.join("s.jsonl"));
+    let ns_path = PathBuf::from(format!("/var/run/netns/{}", ns.name()));
+    let check = |addr| Check {
+        addr,
+        path: Some("/healthz".into()),
+        timeout: Duration::from_millis(50),
+        source_port: None,
+    };
+    let settings = FailoverSettings {
+        services: vec![ServiceSettings {
+            name: "web".into(),
+            port: live.port(),
+            shadow_port: shadow_addr.port(),
+            primary: check(live),
+            shadow: check(shadow_addr),
+            steps: Vec::new(),
+            switch: Default::default(),
+            ramp: Vec::new(),
+            ramp_step: Duration::ZERO,
+            max_error_rate: Some(0.1),
+            max_p99_ms: None,
+            rules: Rules {
+                shadow_fail_limit: 2,
+                ..Rules::default()
+            },
+        }],
+        netns: ns_path.clone(),
+        check_interval: Duration::from_millis(20),
+        state_dir: dir.join("state"),
+    };
+    // The signals the agent would give: the diff verdict and the live error rate.
+    let regressed = Arc::new(AtomicBool::new(true));
+    let error_milli = Arc::new(AtomicU64::new(0));
+    let (commands, inbox) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<String>>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (regressed, error_milli, stop) = (regressed.clone(), error_milli.clone(), stop.clone());
+        std::thread::spawn(move || {
+            enter(&ns_path);
+            let o = Orchestrator::start(settings).expect("the orchestrator starts");
+            o.set_signals(Box::new(move |_| shadow_proxy::failover::Signals {
+                diff_regressed: regressed
+                    .load(Ordering::SeqCst)
+                    .then(|| "1 regressed field (/price)".into()),
+                error_rate: Some(error_milli.load(Ordering::SeqCst) as f64 / 1000.0),
+                p99_ms: None,
+            }));
+            while !stop.load(Ordering::SeqCst) {
+                o.tick(&|_| (Level::Ok, None));
+                while let Ok(reply) = inbox.try_recv() {
+                    let r = o.command("web", Command::Cutover, false, false);
+                    let _ = reply.send(match r {
+                        Ok(e) => format!("{} {}", e.action, e.reason),
+                        Err(e) => format!("error: {e}"),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            o.events()
+        })
+    };
+    let cutover = || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        commands.send(tx).unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = cutover();
+    assert!(
+        refused.starts_with("error") && refused.contains("diff verdict is regressed"),
+        "{refused}"
+    );
+    regressed.store(false, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(100));
+    let cut = cutover();
+    assert!(cut.starts_with("cutover"), "{cut}");
+    // The shadow now serves live traffic, and its error rate climbs.
+    error_milli.store(500, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let events = worker.join().unwrap();
+    let rollback = events
+        .iter()
+        .find(|e| e.action == "rollback")
+        .unwrap_or_else(|| panic!("no rollback: {events:#?}"));
+    assert!(
+        rollback
+            .reason
+            .contains("error rate 0.500 on the shadow is above 0.1"),
+        "{}",
+        rollback.reason
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

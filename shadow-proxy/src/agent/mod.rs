@@ -261,6 +261,28 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 }
             }));
         }
+        let (sh, control) = (shared.clone(), shadowing.clone());
+        o.set_signals(Box::new(move |service| {
+            let diff_regressed = control.as_ref().and_then(|c| {
+                let summary = c.diff_summary();
+                let d = summary.iter().find(|d| d.service == service)?;
+                let n: usize = d
+                    .targets
+                    .values()
+                    .map(|t| match &t.verdict {
+                        shadow_api::mirror::Verdict::Regressed { regressions } => regressions.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                (n > 0).then(|| format!("{n} regressed fields"))
+            });
+            let h = sh.history.lock().unwrap_or_else(|p| p.into_inner());
+            crate::failover::Signals {
+                diff_regressed,
+                error_rate: h.last(&format!("{service}.error_rate")).map(|p| p.1),
+                p99_ms: h.last(&format!("{service}.p99_latency_ms")).map(|p| p.1),
+            }
+        }));
         tasks.start(Box::new(tasks::FailoverLoop {
             orchestrator: o,
             shared: shared.clone(),

@@ -16,6 +16,7 @@
 //! # fail_limit = 3  recover_checks = 5  shadow_fail_limit = 3
 //! # false_positive = "5m"  unstage_after = "10m"  promote_after = "30m"
 //! # ramp = [10, 50]  ramp_step = "30s"   # planned/predicted: 10 %, 50 %, then all
+//! # max_error_rate = 0.05  max_p99_ms = 250   # analysis once the shadow serves
 //! # switch = "kernel"                 # or "hook" across hosts, with
 //! # switch_command = ["/usr/local/bin/move-vip"]  switch_timeout = "30s"
 //!
@@ -68,6 +69,8 @@ struct RawService {
     switch_timeout: Option<String>,
     ramp: Option<Vec<f64>>,
     ramp_step: Option<String>,
+    max_error_rate: Option<f64>,
+    max_p99_ms: Option<f64>,
     #[serde(default)]
     step: Vec<RawStep>,
 }
@@ -225,7 +228,17 @@ pub fn settings<E>(
                 format!("{ramp:?} must be rising percentages within (0, 100]"),
             ));
         }
+        for (k, v) in [
+            ("max_error_rate", s.max_error_rate),
+            ("max_p99_ms", s.max_p99_ms),
+        ] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(bad(k, format!("{v:?} must be a number at least 0")));
+            }
+        }
         services.push(ServiceSettings {
+            max_error_rate: s.max_error_rate,
+            max_p99_ms: s.max_p99_ms,
             switch,
             ramp: ramp.iter().map(|p| (p * 100.0).round() as u32).collect(),
             ramp_step: secs("ramp_step", &s.ramp_step, "30s", &bad)?,

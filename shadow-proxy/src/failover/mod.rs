@@ -152,7 +152,24 @@ pub struct ServiceSettings {
     /// at once whatever this says.
     pub ramp: Vec<u32>,
     pub ramp_step: Duration,
+    /// Analysis on the shadow once it serves (Argo Rollouts style): the
+    /// service's live error rate and p99 past these count as failed checks.
+    pub max_error_rate: Option<f64>,
+    pub max_p99_ms: Option<f64>,
 }
+
+/// What the agent knows of a service besides its checks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Signals {
+    /// The shadow's diff verdict is regressed: why.
+    pub diff_regressed: Option<String>,
+    /// The service's live error rate and p99 (ms), as last measured.
+    pub error_rate: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Gives a service's [`Signals`].
+pub type SignalSource = Box<dyn Fn(&str) -> Signals + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailoverSettings {
@@ -194,6 +211,8 @@ struct Service {
     switch: Box<dyn Switch>,
     /// The ramp step reached and when (unix ms), while ramping.
     ramp: Option<(usize, u64)>,
+    /// Why the analysis failed the shadow at the last check.
+    analysis: Option<String>,
     primary_ok: bool,
     shadow_ok: bool,
     level: Level,
@@ -215,6 +234,7 @@ pub struct Orchestrator {
     /// failed, `false` for a false positive (the failure model learns from
     /// it; seed 003: "PE adjusts predictions based on the failure event").
     outcome: Mutex<Option<Outcome>>,
+    signals: Mutex<Option<SignalSource>>,
 }
 
 /// Told a service's name and whether its failure came.
@@ -297,6 +317,7 @@ impl Orchestrator {
                 Mutex::new(Service {
                     switch,
                     ramp: None,
+                    analysis: None,
                     machine,
                     settings: s,
                     primary_ok: true,
@@ -322,6 +343,7 @@ impl Orchestrator {
             state_file,
             check_interval: settings.check_interval,
             outcome: Mutex::new(None),
+            signals: Mutex::new(None),
         };
         for svc in &o.services {
             let mut s = lock(svc);
@@ -353,6 +375,12 @@ impl Orchestrator {
             let mut s = lock(svc);
             s.primary_ok = s.settings.primary.passes();
             s.shadow_ok = s.settings.shadow.passes();
+            // The gate and the analysis: a regressed diff verdict always, the
+            // live error rate and p99 once the shadow serves them.
+            s.analysis = self.analyse(&s);
+            if s.analysis.is_some() {
+                s.shadow_ok = false;
+            }
             (s.level, s.probability) = level(&s.settings.name);
             if s.shadow_ok {
                 s.switch.prepare();
@@ -443,6 +471,12 @@ impl Orchestrator {
                     "the shadow fails its health check (--force overrides)".into(),
                 ));
             }
+            Command::Cutover if !force && self.analyse(&s).is_some() => {
+                return Err(refuse(format!(
+                    "{} (--force overrides)",
+                    self.analyse(&s).unwrap_or_default()
+                )));
+            }
             _ => {}
         }
         if dry_run {
@@ -467,6 +501,18 @@ impl Orchestrator {
     /// Performs `action`, moves the machine, records and persists it.
     fn perform(&self, s: &mut Service, action: Action, force: bool) -> FailoverEvent {
         let from = s.machine.phase;
+        // The analysis' reason goes with the machine's.
+        let action = match (action, &s.analysis) {
+            (Action::Rollback { reason }, Some(why)) if reason.contains("shadow failed") => {
+                Action::Rollback {
+                    reason: format!("{reason}: {why}"),
+                }
+            }
+            (Action::Stuck { reason }, Some(why)) => Action::Stuck {
+                reason: format!("{reason}: {why}"),
+            },
+            (a, _) => a,
+        };
         let (name, reason, result) = match action {
             Action::Stage { reason } => ("stage", reason, self.stage(s)),
             Action::Unstage { reason } => (
@@ -703,6 +749,34 @@ impl Orchestrator {
         if let Err(error) = write() {
             tracing::warn!(file = %self.state_file.display(), %error, "Failover state not saved");
         }
+    }
+
+    /// Why the shadow counts as unhealthy beside its check, if it does.
+    fn analyse(&self, s: &Service) -> Option<String> {
+        let source = self.signals.lock().unwrap_or_else(|p| p.into_inner());
+        let sig = source.as_ref()?(&s.settings.name);
+        if let Some(why) = sig.diff_regressed {
+            return Some(format!("the shadow's diff verdict is regressed: {why}"));
+        }
+        if s.machine.phase != Phase::OnShadow {
+            return None;
+        }
+        if let (Some(v), Some(max)) = (sig.error_rate, s.settings.max_error_rate)
+            && v > max
+        {
+            return Some(format!("error rate {v:.3} on the shadow is above {max}"));
+        }
+        if let (Some(v), Some(max)) = (sig.p99_ms, s.settings.max_p99_ms)
+            && v > max
+        {
+            return Some(format!("p99 {v:.1} ms on the shadow is above {max} ms"));
+        }
+        None
+    }
+
+    /// Where the agent's signals for the analysis come from.
+    pub fn set_signals(&self, f: SignalSource) {
+        *self.signals.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
     /// Where the outcomes of predictions go (the failure model).
