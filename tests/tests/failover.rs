@@ -632,9 +632,10 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
 }
 
 #[test]
-fn a_regressed_diff_blocks_the_cutover_and_a_shadow_past_its_error_rate_is_rolled_back() {
+fn a_regressed_diff_blocks_the_cutover_a_shadow_past_its_error_rate_is_rolled_back_and_an_idle_one_is_remediated()
+ {
     let Some(_k) = kernel_test(
-        "a_regressed_diff_blocks_the_cutover_and_a_shadow_past_its_error_rate_is_rolled_back",
+        "a_regressed_diff_blocks_the_cutover_a_shadow_past_its_error_rate_is_rolled_back_and_an_idle_one_is_remediated",
     ) else {
         return;
     };
@@ -659,7 +660,19 @@ fn a_regressed_diff_blocks_the_cutover_and_a_shadow_past_its_error_rate_is_rolle
             shadow_port: shadow_addr.port(),
             primary: check(live),
             shadow: check(shadow_addr),
-            steps: Vec::new(),
+            // Self-healing: a remediation that says it ran.
+            steps: vec![shadow_proxy::failover::Step {
+                kind: shadow_proxy::failover::StepKind::Remediate,
+                hook: shadow_proxy::provision::hook::ExecHook {
+                    command: vec![
+                        "/bin/sh".into(),
+                        "-c".into(),
+                        format!("echo healed >> {}", dir.join("remediate.log").display()),
+                    ],
+                    timeout: Duration::from_secs(5),
+                },
+                retries: 0,
+            }],
             switch: Default::default(),
             ramp: Vec::new(),
             ramp_step: Duration::ZERO,
@@ -723,6 +736,10 @@ fn a_regressed_diff_blocks_the_cutover_and_a_shadow_past_its_error_rate_is_rolle
     // The shadow now serves live traffic, and its error rate climbs.
     error_milli.store(500, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(300));
+    // Back on the primary, the idle shadow regresses: remediated three
+    // times, then left alone until it is healthy.
+    regressed.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(400));
     stop.store(true, Ordering::SeqCst);
     let events = worker.join().unwrap();
     let rollback = events
@@ -736,5 +753,20 @@ fn a_regressed_diff_blocks_the_cutover_and_a_shadow_past_its_error_rate_is_rolle
         "{}",
         rollback.reason
     );
+    // After the rollback: three remediations, then a give-up (the start,
+    // while the diff was regressed, may have run some too).
+    let after: Vec<_> = events
+        .iter()
+        .skip_while(|e| e.action != "rollback")
+        .filter(|e| e.action == "remediate")
+        .collect();
+    let ran = after.iter().filter(|e| e.reason.contains(" ran: ")).count();
+    let gave_up = after
+        .iter()
+        .filter(|e| e.reason.contains("giving up"))
+        .count();
+    assert_eq!((ran, gave_up), (3, 1), "{events:#?}");
+    let healed = std::fs::read_to_string(dir.join("remediate.log")).unwrap_or_default();
+    assert!(healed.lines().count() >= 3, "the hook ran: {healed:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,7 +22,8 @@
 //!
 //! [[failover.service.step]]           # in order; sync and warm at stage,
 //! kind = "sync"                       # gate before a cutover, verify after,
-//! command = ["/usr/local/bin/sync-web"]   # rollback after moving back
+//! command = ["/usr/local/bin/sync-web"]   # rollback after moving back,
+//!                                     # remediate when the idle shadow fails
 //! timeout = "60s"
 //! retries = 2
 //! ```
@@ -164,10 +165,13 @@ pub fn settings<E>(
                 "gate" => StepKind::Gate,
                 "verify" => StepKind::Verify,
                 "rollback" => StepKind::Rollback,
+                "remediate" => StepKind::Remediate,
                 other => {
                     return Err(bad(
                         &sk("kind"),
-                        format!("{other:?} is not one of sync, warm, gate, verify, rollback"),
+                        format!(
+                            "{other:?} is not one of sync, warm, gate, verify, rollback, remediate"
+                        ),
                     ));
                 }
             };

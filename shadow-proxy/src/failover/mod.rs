@@ -40,6 +40,9 @@ use switch::{HookSwitch, KernelSwitch, Switch};
 /// Events kept for `GET /v1/failover/events`.
 pub const EVENTS: usize = 512;
 
+/// Remediations of a failing shadow before giving up until it is healthy.
+pub const MAX_REMEDIATIONS: u32 = 3;
+
 /// A health check: an HTTP GET answered 2xx/3xx, or a TCP connect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
@@ -112,6 +115,9 @@ pub enum StepKind {
     Verify,
     /// Run after moving traffic back.
     Rollback,
+    /// Self-healing: run when the shadow fails its checks while it is not
+    /// serving (restart it, revert its version), a bounded number of times.
+    Remediate,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +219,8 @@ struct Service {
     ramp: Option<(usize, u64)>,
     /// Why the analysis failed the shadow at the last check.
     analysis: Option<String>,
+    /// Remediations run since the shadow was last healthy.
+    remediations: u32,
     primary_ok: bool,
     shadow_ok: bool,
     level: Level,
@@ -318,6 +326,7 @@ impl Orchestrator {
                     switch,
                     ramp: None,
                     analysis: None,
+                    remediations: 0,
                     machine,
                     settings: s,
                     primary_ok: true,
@@ -384,6 +393,7 @@ impl Orchestrator {
             (s.level, s.probability) = level(&s.settings.name);
             if s.shadow_ok {
                 s.switch.prepare();
+                s.remediations = 0;
             }
             self.ramp_up(&mut s);
             let o = Observation {
@@ -403,6 +413,7 @@ impl Orchestrator {
             if let Some(action) = s.machine.observe(&o, &rules) {
                 self.perform(&mut s, action, false);
             }
+            self.remediate(&mut s);
         }
     }
 
@@ -651,6 +662,58 @@ impl Orchestrator {
             cause: None,
             took: Some(took),
         })
+    }
+
+    /// Self-healing: a shadow that is not serving and fails its checks
+    /// gets the profile's remediate steps, at most `MAX_REMEDIATIONS` times
+    /// until it is healthy again, each `shadow_fail_limit` failed checks.
+    fn remediate(&self, s: &mut Service) {
+        let limit = s.settings.rules.shadow_fail_limit.max(1);
+        let serving = matches!(s.machine.phase, Phase::OnShadow | Phase::Promoted);
+        if serving
+            || s.machine.shadow_failures == 0
+            || s.machine.shadow_failures % limit != 0
+            || !s
+                .settings
+                .steps
+                .iter()
+                .any(|st| st.kind == StepKind::Remediate)
+        {
+            return;
+        }
+        let from = s.machine.phase;
+        if s.remediations >= MAX_REMEDIATIONS {
+            if s.remediations == MAX_REMEDIATIONS {
+                s.remediations += 1;
+                let reason = format!(
+                    "the shadow still fails its checks after {MAX_REMEDIATIONS} remediations: giving up until it is healthy"
+                );
+                self.event(s, "remediate", from, None, reason, true);
+            }
+            return;
+        }
+        s.remediations += 1;
+        let why = s
+            .analysis
+            .clone()
+            .unwrap_or_else(|| format!("{} failed checks", s.machine.shadow_failures));
+        let (reason, refused) = match self.run_steps(s, &[StepKind::Remediate]) {
+            Ok(()) => (
+                format!(
+                    "remediation {} of {MAX_REMEDIATIONS} ran: {why}",
+                    s.remediations
+                ),
+                false,
+            ),
+            Err(e) => (
+                format!(
+                    "remediation {} of {MAX_REMEDIATIONS} failed: {e}",
+                    s.remediations
+                ),
+                true,
+            ),
+        };
+        self.event(s, "remediate", from, None, reason, refused);
     }
 
     /// The next step of a ramp, once the step's time has passed with the
