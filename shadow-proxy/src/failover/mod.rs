@@ -672,7 +672,7 @@ impl Orchestrator {
         let serving = matches!(s.machine.phase, Phase::OnShadow | Phase::Promoted);
         if serving
             || s.machine.shadow_failures == 0
-            || s.machine.shadow_failures % limit != 0
+            || !s.machine.shadow_failures.is_multiple_of(limit)
             || !s
                 .settings
                 .steps
