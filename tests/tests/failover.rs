@@ -524,7 +524,7 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
     std::fs::write(
         &config,
         format!(
-            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\nramp = [10, 50]\nramp_step = \"300ms\"\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n\n[[failover.service]]\nname = \"far\"\nport = 3\nshadow_port = 4\nswitch = \"hook\"\nswitch_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n",
+            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\nramp = [10, 50]\nramp_step = \"300ms\"\n\n[[failover.service.step]]\nkind = \"gate\"\ncommand = [\"/bin/sleep\", \"0.5\"]\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n\n[[failover.service]]\nname = \"far\"\nport = 3\nshadow_port = 4\nswitch = \"hook\"\nswitch_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n",
             dir.join("state").display(),
             live.port(),
             shadow_addr.port(),
@@ -570,7 +570,16 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
         "{refused}"
     );
 
-    let (ok, cut) = shadowctl(&agent_dir, &["failover", "cutover", "web"]);
+    // Two cutovers at once (the gate takes 0.5 s): one wins, the other is
+    // told why.
+    let first = {
+        let agent_dir = agent_dir.clone();
+        std::thread::spawn(move || shadowctl(&agent_dir, &["failover", "cutover", "web"]))
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    let (ok, second) = shadowctl(&agent_dir, &["failover", "cutover", "web"]);
+    assert!(!ok && second.contains("in progress"), "{second}");
+    let (ok, cut) = first.join().unwrap();
     assert!(ok && cut.contains("cutover: primary -> on_shadow"), "{cut}");
     // The ramp: 10 %, then 50 % and all, 300 ms apart while the shadow is healthy.
     let share = |text: &str| -> u64 {

@@ -221,6 +221,8 @@ struct Service {
     analysis: Option<String>,
     /// Remediations run since the shadow was last healthy.
     remediations: u32,
+    /// A failed staging is retried from then on (unix ms).
+    retry_stage_at: u64,
     primary_ok: bool,
     shadow_ok: bool,
     level: Level,
@@ -233,6 +235,8 @@ pub struct Orchestrator {
     /// taking a service's lock).
     names: Vec<String>,
     services: Vec<Mutex<Service>>,
+    /// Per service: an action is being performed.
+    busy: Vec<std::sync::atomic::AtomicBool>,
     /// The machines as of their last transition: what is persisted.
     saved: Mutex<std::collections::BTreeMap<String, Machine>>,
     events: Mutex<VecDeque<FailoverEvent>>,
@@ -304,7 +308,7 @@ impl Orchestrator {
                     });
                 }
             };
-        let names = settings.services.iter().map(|s| s.name.clone()).collect();
+        let names: Vec<String> = settings.services.iter().map(|s| s.name.clone()).collect();
         let services: Vec<Mutex<Service>> = settings
             .services
             .into_iter()
@@ -327,6 +331,7 @@ impl Orchestrator {
                     ramp: None,
                     analysis: None,
                     remediations: 0,
+                    retry_stage_at: 0,
                     machine,
                     settings: s,
                     primary_ok: true,
@@ -345,6 +350,7 @@ impl Orchestrator {
             })
             .collect();
         let o = Self {
+            busy: names_busy(&names),
             names,
             saved: Mutex::new(snapshot),
             services,
@@ -380,7 +386,7 @@ impl Orchestrator {
     /// One round: check every service and act on what its machine says.
     /// `level` gives a service's failure level and probability.
     pub fn tick(&self, level: &dyn Fn(&str) -> (Level, Option<f64>)) {
-        for svc in &self.services {
+        for (i, svc) in self.services.iter().enumerate() {
             let mut s = lock(svc);
             s.primary_ok = s.settings.primary.passes();
             s.shadow_ok = s.settings.shadow.passes();
@@ -411,7 +417,20 @@ impl Orchestrator {
                     s.machine.shadow_failures + u32::from(!s.shadow_ok),
                 ));
             if let Some(action) = s.machine.observe(&o, &rules) {
-                self.perform(&mut s, action, false);
+                let retry_later =
+                    matches!(action, Action::Stage { .. }) && o.now_ms < s.retry_stage_at;
+                if !retry_later && !self.busy[i].swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let _idle = Idle(&self.busy[i]);
+                    let e = self.perform(&mut s, action, false);
+                    if e.action == "failed"
+                        && e.to == Phase::Primary
+                        && e.reason.starts_with("stage")
+                    {
+                        // A failed sync or warm is retried a minute later,
+                        // not at every check; the primary keeps serving.
+                        s.retry_stage_at = o.now_ms + 60_000;
+                    }
+                }
             }
             self.remediate(&mut s);
         }
@@ -432,11 +451,17 @@ impl Orchestrator {
             .ok_or_else(|| FailoverError::UnknownService(service.into()))?;
         let svc = &self.services[i];
         // One action per service at a time: a second is told why.
-        let mut s = svc.try_lock().map_err(|_| FailoverError::Refused {
-            service: service.into(),
-            action: "the action",
-            reason: "another failover action on this service is in progress".into(),
-        })?;
+        // One action per service at a time: a second is told why. (The
+        // checks hold the service's lock only briefly; they are not actions.)
+        if self.busy[i].swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(FailoverError::Refused {
+                service: service.into(),
+                action: "the action",
+                reason: "another failover action on this service is in progress".into(),
+            });
+        }
+        let _idle = Idle(&self.busy[i]);
+        let mut s = lock(svc);
         let phase = s.machine.phase;
         let (action, name) = match command {
             Command::Cutover => (
@@ -888,6 +913,22 @@ impl Orchestrator {
             self.tick(level);
             std::thread::sleep(self.check_interval.saturating_sub(started.elapsed()));
         }
+    }
+}
+
+fn names_busy(names: &[String]) -> Vec<std::sync::atomic::AtomicBool> {
+    names
+        .iter()
+        .map(|_| std::sync::atomic::AtomicBool::new(false))
+        .collect()
+}
+
+/// Clears a service's busy flag when the action ends.
+struct Idle<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
