@@ -524,7 +524,7 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
     std::fs::write(
         &config,
         format!(
-            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\nramp = [10, 50]\nramp_step = \"300ms\"\n\n[[failover.service.step]]\nkind = \"gate\"\ncommand = [\"/bin/sleep\", \"0.5\"]\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n\n[[failover.service]]\nname = \"far\"\nport = 3\nshadow_port = 4\nswitch = \"hook\"\nswitch_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n",
+            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\nramp = [10, 50]\nramp_step = \"1s\"\n\n[[failover.service.step]]\nkind = \"gate\"\ncommand = [\"/bin/sleep\", \"1\"]\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n\n[[failover.service]]\nname = \"far\"\nport = 3\nshadow_port = 4\nswitch = \"hook\"\nswitch_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n",
             dir.join("state").display(),
             live.port(),
             shadow_addr.port(),
@@ -570,25 +570,25 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
         "{refused}"
     );
 
-    // Two cutovers at once (the gate takes 0.5 s): one wins, the other is
+    // Two cutovers at once (the gate takes 1 s): one wins, the other is
     // told why.
     let first = {
         let agent_dir = agent_dir.clone();
         std::thread::spawn(move || shadowctl(&agent_dir, &["failover", "cutover", "web"]))
     };
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(400));
     let (ok, second) = shadowctl(&agent_dir, &["failover", "cutover", "web"]);
     assert!(!ok && second.contains("in progress"), "{second}");
     let (ok, cut) = first.join().unwrap();
     assert!(ok && cut.contains("cutover: primary -> on_shadow"), "{cut}");
-    // The ramp: 10 %, then 50 % and all, 300 ms apart while the shadow is healthy.
+    // The ramp: 10 %, then 50 % and all, 1 s apart while the shadow is healthy.
     let share = |text: &str| -> u64 {
         let v: serde_json::Value = serde_json::from_str(text).expect("status JSON");
         v[0]["share"].as_u64().unwrap()
     };
     let (_, status) = shadowctl(&agent_dir, &["failover", "status", "--json"]);
     assert_eq!(share(&status), 1000, "{status}");
-    shadow_tests::wait_until(Duration::from_secs(5), "the ramp to reach 100 %", || {
+    shadow_tests::wait_until(Duration::from_secs(10), "the ramp to reach 100 %", || {
         share(&shadowctl(&agent_dir, &["failover", "status", "--json"]).1) == 10_000
     });
     let (_, events) = shadowctl(&agent_dir, &["failover", "events"]);
@@ -744,11 +744,11 @@ fn a_regressed_diff_blocks_the_cutover_a_shadow_past_its_error_rate_is_rolled_ba
     assert!(cut.starts_with("cutover"), "{cut}");
     // The shadow now serves live traffic, and its error rate climbs.
     error_milli.store(500, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(500));
     // Back on the primary, the idle shadow regresses: remediated three
     // times, then left alone until it is healthy.
     regressed.store(true, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(800));
     stop.store(true, Ordering::SeqCst);
     let events = worker.join().unwrap();
     let rollback = events
