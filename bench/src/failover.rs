@@ -340,6 +340,7 @@ fn shadow_round(peer: &Path, rate: f64, predicted: bool) -> Result<Row> {
         }],
         netns: PathBuf::from(format!("/var/run/netns/{n}")),
         check_interval: Duration::from_millis(20),
+        apply: true,
         state_dir: state.clone(),
     };
     let stop = Arc::new(AtomicBool::new(false));

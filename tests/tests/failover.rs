@@ -297,6 +297,7 @@ fn four_failover_scenarios_under_constant_load() {
         }],
         netns: ns_path.clone(),
         check_interval: Duration::from_millis(20),
+        apply: true,
         state_dir: dir.join("state"),
     };
     // The failure model's level, as the test sets it.
@@ -524,11 +525,12 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
     std::fs::write(
         &config,
         format!(
-            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\nramp = [10, 50]\nramp_step = \"1s\"\n\n[[failover.service.step]]\nkind = \"gate\"\ncommand = [\"/bin/sleep\", \"1\"]\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n\n[[failover.service]]\nname = \"far\"\nport = 3\nshadow_port = 4\nswitch = \"hook\"\nswitch_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n",
+            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\nramp = [10, 50]\nramp_step = \"1s\"\n\n[[failover.service.step]]\nkind = \"gate\"\ncommand = [\"/bin/sleep\", \"1\"]\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n\n[[failover.service]]\nname = \"far\"\nport = 3\nshadow_port = 4\nswitch = \"hook\"\nswitch_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n\n[[failover.service]]\nname = \"dry\"\nport = 5\nshadow_port = {}\ncheck_path = \"/healthz\"\n",
             dir.join("state").display(),
             live.port(),
             shadow_addr.port(),
-            dir.join("switch.log").display()
+            dir.join("switch.log").display(),
+            shadow_addr.port()
         ),
     )
     .unwrap();
@@ -559,6 +561,19 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
         ok && status.contains("web") && status.contains("primary"),
         "{status}"
     );
+    // Dry run by default: "dry"'s primary never answers and its shadow
+    // does, so the machine would cut over; it only says so.
+    shadow_tests::wait_until_ok(Duration::from_secs(10), "a dry-run event", || {
+        let e = shadowctl(&agent_dir, &["failover", "events"]).1;
+        if e.contains("dry run: would cutover (the primary failed") {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    });
+    let (_, status) = shadowctl(&agent_dir, &["failover", "status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(rows[3]["phase"], "primary", "{status}");
     // A dry run changes nothing.
     let (ok, dry) = shadowctl(&agent_dir, &["failover", "cutover", "web", "--dry-run"]);
     assert!(ok && dry.contains("dry run"), "{dry}");
@@ -694,6 +709,7 @@ fn a_regressed_diff_blocks_the_cutover_a_shadow_past_its_error_rate_is_rolled_ba
         }],
         netns: ns_path.clone(),
         check_interval: Duration::from_millis(20),
+        apply: true,
         state_dir: dir.join("state"),
     };
     // The signals the agent would give: the diff verdict and the live error rate.

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! [failover]
+//! mode = "dry_run"                    # the default: decisions are events only; "apply" acts
 //! check_interval = "200ms"            # health checks of every primary and shadow
 //! # netns = "/proc/self/ns/net"        # where the cutover program is attached
 //! # state_dir = "/var/lib/shadow"      # failover.json: the machines, persisted
@@ -44,6 +45,7 @@ use crate::{provision::hook::ExecHook, util::duration};
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawFailover {
+    mode: Option<String>,
     check_interval: Option<String>,
     netns: Option<PathBuf>,
     state_dir: Option<PathBuf>,
@@ -106,6 +108,16 @@ pub fn settings<E>(
     if raw.service.is_empty() {
         return Ok(None);
     }
+    let apply = match raw.mode.as_deref().unwrap_or("dry_run") {
+        "dry_run" | "dry-run" => false,
+        "apply" => true,
+        other => {
+            return Err(invalid(
+                "failover.mode",
+                format!("{other:?} is not dry_run or apply"),
+            ));
+        }
+    };
     let check_interval = secs(
         "failover.check_interval",
         &raw.check_interval,
@@ -256,6 +268,7 @@ pub fn settings<E>(
         });
     }
     Ok(Some(FailoverSettings {
+        apply,
         services,
         netns: raw
             .netns
@@ -291,6 +304,7 @@ mod tests {
         assert_eq!(w.primary.path.as_deref(), Some("/"));
         assert_eq!(w.rules, Rules::default());
         assert_eq!(s.check_interval, Duration::from_millis(200));
+        assert!(!s.apply, "dry run by default");
     }
 
     #[test]

@@ -185,6 +185,10 @@ pub struct FailoverSettings {
     pub check_interval: Duration,
     /// Where the machines are persisted (`failover.json`).
     pub state_dir: PathBuf,
+    /// `false` (the default, `mode = "dry_run"`): what the machines decide
+    /// on their own is an event saying what would be done, and nothing is
+    /// done. Commands (`shadowctl failover cutover`) act either way.
+    pub apply: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +227,8 @@ struct Service {
     remediations: u32,
     /// A failed staging is retried from then on (unix ms).
     retry_stage_at: u64,
+    /// In dry-run mode, the action last reported as what would be done.
+    would: Option<&'static str>,
     primary_ok: bool,
     shadow_ok: bool,
     level: Level,
@@ -247,6 +253,8 @@ pub struct Orchestrator {
     /// it; seed 003: "PE adjusts predictions based on the failure event").
     outcome: Mutex<Option<Outcome>>,
     signals: Mutex<Option<SignalSource>>,
+    /// Whether the machines' own decisions are carried out.
+    apply: bool,
 }
 
 /// Told a service's name and whether its failure came.
@@ -332,6 +340,7 @@ impl Orchestrator {
                     analysis: None,
                     remediations: 0,
                     retry_stage_at: 0,
+                    would: None,
                     machine,
                     settings: s,
                     primary_ok: true,
@@ -357,6 +366,7 @@ impl Orchestrator {
             events: Mutex::new(VecDeque::new()),
             state_file,
             check_interval: settings.check_interval,
+            apply: settings.apply,
             outcome: Mutex::new(None),
             signals: Mutex::new(None),
         };
@@ -416,7 +426,19 @@ impl Orchestrator {
                 .set(f64::from(
                     s.machine.shadow_failures + u32::from(!s.shadow_ok),
                 ));
-            if let Some(action) = s.machine.observe(&o, &rules) {
+            let decided = s.machine.observe(&o, &rules);
+            let decided = match decided {
+                Some(a) if !self.apply && !matches!(a, Action::Stuck { .. }) => {
+                    self.would(&mut s, &a);
+                    None
+                }
+                Some(a) => Some(a),
+                None => {
+                    s.would = None;
+                    None
+                }
+            };
+            if let Some(action) = decided {
                 let retry_later =
                     matches!(action, Action::Stage { .. }) && o.now_ms < s.retry_stage_at;
                 if !retry_later && !self.busy[i].swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -432,7 +454,9 @@ impl Orchestrator {
                     }
                 }
             }
-            self.remediate(&mut s);
+            if self.apply {
+                self.remediate(&mut s);
+            }
         }
     }
 
@@ -687,6 +711,25 @@ impl Orchestrator {
             cause: None,
             took: Some(took),
         })
+    }
+
+    /// Dry-run mode: says once what would be done, and does nothing.
+    fn would(&self, s: &mut Service, action: &Action) {
+        let (name, reason) = match action {
+            Action::Stage { reason } => ("stage", reason),
+            Action::Unstage { reason } => ("unstage", reason),
+            Action::Cutover { reason, .. } => ("cutover", reason),
+            Action::Rollback { reason } => ("rollback", reason),
+            Action::Promote { reason } => ("promote", reason),
+            Action::Stuck { reason } => ("stuck", reason),
+        };
+        if s.would == Some(name) {
+            return;
+        }
+        s.would = Some(name);
+        let from = s.machine.phase;
+        let reason = format!("dry run: would {name} ({reason}); mode = \"apply\" acts");
+        self.event(s, "dry_run", from, None, reason, true);
     }
 
     /// Self-healing: a shadow that is not serving and fails its checks
