@@ -342,6 +342,7 @@ fn shadow_round(peer: &Path, rate: f64, predicted: bool) -> Result<Row> {
         check_interval: Duration::from_millis(20),
         apply: true,
         state_dir: state.clone(),
+        pin_dir: shadow_proxy::failover::cutover::PIN_ROOT.into(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let run = Duration::from_secs(4);

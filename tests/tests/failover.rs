@@ -20,7 +20,7 @@ use std::{
 use shadow_api::predict::Level;
 use shadow_proxy::failover::{
     Check, Command, FailoverSettings, Orchestrator, ServiceSettings,
-    cutover::{KernelCutover, listener_of},
+    cutover::{self, KernelCutover, listener_of},
     machine::Rules,
 };
 use shadow_tests::{Proc, built_binary, kernel_test, netns::Netns};
@@ -240,6 +240,90 @@ fn new_connections_cut_over_to_the_shadow_and_back_in_the_kernel_with_none_faile
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One request from inside the namespace at `ns_path`; whether it got 200.
+fn request_in(ns_path: &Path, addr: SocketAddr, path: &str) -> bool {
+    let (ns_path, path) = (ns_path.to_owned(), path.to_owned());
+    std::thread::spawn(move || {
+        enter(&ns_path);
+        request(addr, &path)
+    })
+    .join()
+    .expect("request thread")
+}
+
+#[test]
+fn pinned_steering_outlives_its_owner_is_adopted_by_the_next_and_leftovers_are_removed() {
+    let Some(_k) = kernel_test(
+        "pinned_steering_outlives_its_owner_is_adopted_by_the_next_and_leftovers_are_removed",
+    ) else {
+        return;
+    };
+    let ns = Netns::new("pins");
+    let dir = std::env::temp_dir().join(format!("shadow-pins-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (primary_log, shadow_log) = (dir.join("primary.jsonl"), dir.join("shadow.jsonl"));
+    let (primary, live) = logging_server(&ns, &primary_log);
+    let (shadow, shadow_addr) = logging_server(&ns, &shadow_log);
+    let ns_path = PathBuf::from(format!("/var/run/netns/{}", ns.name()));
+    let root = Path::new(cutover::PIN_ROOT);
+    let on = |path: &str| {
+        assert!(request_in(&ns_path, live, path), "{path} failed");
+        (
+            served(&primary_log).contains(path),
+            served(&shadow_log).contains(path),
+        )
+    };
+
+    let mut c = KernelCutover::attach_pinned(&ns_path, root).expect("attach, pinned");
+    let pins = c.pins().expect("pinned").to_owned();
+    assert!(pins.join("link").exists(), "{}", pins.display());
+    let listener = listener_of(shadow.child.id(), shadow_addr.port()).expect("shadow listener");
+    c.steer(live.port(), listener, 10_000).expect("steer");
+    // Its owner goes (an agent crashing or restarting): the kernel keeps
+    // steering.
+    drop(c);
+    assert_eq!(
+        on("/owner-gone"),
+        (false, true),
+        "steering went with its owner"
+    );
+
+    // The next owner adopts what is steered, and can roll it back.
+    let mut c = KernelCutover::attach_pinned(&ns_path, root).expect("adopt");
+    assert_eq!(c.steered(), vec![live.port()]);
+    assert_eq!(c.share(live.port()), Some(10_000));
+    assert_eq!(on("/adopted"), (false, true));
+    c.release(live.port()).expect("release the adopted port");
+    assert_eq!(on("/released"), (true, false));
+    // Pins that steer nothing go with their owner.
+    drop(c);
+    assert!(!pins.exists(), "{} left behind", pins.display());
+
+    // Steering left in a namespace that is then deleted is a leftover: the
+    // next start removes it.
+    let mut c = KernelCutover::attach_pinned(&ns_path, root).expect("attach again");
+    let listener = listener_of(shadow.child.id(), shadow_addr.port()).expect("shadow listener");
+    c.steer(live.port(), listener, 10_000).expect("steer");
+    let pins = c.pins().expect("pinned").to_owned();
+    drop(c);
+    assert!(
+        cutover::clean_pins(root, false).is_empty(),
+        "live steering removed"
+    );
+    drop((primary, shadow));
+    drop(ns);
+    shadow_tests::wait_until(
+        Duration::from_secs(10),
+        "the pins of a deleted namespace to be removed",
+        || {
+            cutover::clean_pins(root, false);
+            !pins.exists()
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Enters the network namespace at `path` on this thread only.
 fn enter(path: &Path) {
     let ns = std::fs::File::open(path).expect("netns");
@@ -299,6 +383,7 @@ fn four_failover_scenarios_under_constant_load() {
         check_interval: Duration::from_millis(20),
         apply: true,
         state_dir: dir.join("state"),
+        pin_dir: shadow_proxy::failover::cutover::PIN_ROOT.into(),
     };
     // The failure model's level, as the test sets it.
     let level = Arc::new(AtomicU8::new(0));
@@ -521,12 +606,18 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
     let (_primary, live) = logging_server(&ns, &primary_log);
     let (_shadow, shadow_addr) = logging_server(&ns, &shadow_log);
     let ns_path = PathBuf::from(format!("/var/run/netns/{}", ns.name()));
+    // `ip netns exec` gives the agent its own /sys: its pins go on a bpffs
+    // mounted here, on the host.
+    let bpffs = dir.join("bpf");
+    std::fs::create_dir_all(&bpffs).unwrap();
+    shadow_tests::sh("mount", &["-t", "bpf", "bpf", bpffs.to_str().unwrap()]);
     let config = dir.join("shadow.toml");
     std::fs::write(
         &config,
         format!(
-            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\nramp = [10, 50]\nramp_step = \"1s\"\n\n[[failover.service.step]]\nkind = \"gate\"\ncommand = [\"/bin/sleep\", \"1\"]\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n\n[[failover.service]]\nname = \"far\"\nport = 3\nshadow_port = 4\nswitch = \"hook\"\nswitch_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n\n[[failover.service]]\nname = \"dry\"\nport = 5\nshadow_port = {}\ncheck_path = \"/healthz\"\n",
+            "[failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{}\"\npin_dir = \"{}\"\n\n[[failover.service]]\nname = \"web\"\nport = {}\nshadow_port = {}\ncheck_path = \"/healthz\"\nramp = [10, 50]\nramp_step = \"1s\"\n\n[[failover.service.step]]\nkind = \"gate\"\ncommand = [\"/bin/sleep\", \"1\"]\n\n[[failover.service]]\nname = \"api\"\nport = 1\nshadow_port = 2\n\n[[failover.service]]\nname = \"far\"\nport = 3\nshadow_port = 4\nswitch = \"hook\"\nswitch_command = [\"/bin/sh\", \"-c\", \"cat >> {}\"]\n\n[[failover.service]]\nname = \"dry\"\nport = 5\nshadow_port = {}\ncheck_path = \"/healthz\"\n",
             dir.join("state").display(),
+            bpffs.join("steer").display(),
             live.port(),
             shadow_addr.port(),
             dir.join("switch.log").display(),
@@ -632,15 +723,25 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
         "{metrics}"
     );
 
-    // A restart resumes on the shadow: the machine was persisted.
+    // Killed, the agent leaves the kernel steering (pinned): new
+    // connections still go to the shadow while it is away.
     drop(agent);
+    assert!(
+        served_by_shadow("/while-away"),
+        "the agent's death moved traffic back to the primary"
+    );
+    // A restart adopts the steering and resumes on the shadow: the machine
+    // was persisted.
     let agent = start();
     assert!(
         served_by_shadow("/after-restart"),
         "the restart left the primary serving"
     );
     let (_, events) = shadowctl(&agent_dir, &["failover", "events"]);
-    assert!(events.contains("resume"), "{events}");
+    assert!(
+        events.contains("resume") && events.contains("the kernel kept it there meanwhile"),
+        "{events}"
+    );
 
     let (ok, back) = shadowctl(&agent_dir, &["failover", "rollback", "web"]);
     assert!(
@@ -652,6 +753,7 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
         "rollback left traffic on the shadow"
     );
     drop(agent);
+    shadow_tests::sh("umount", &["-l", bpffs.to_str().unwrap()]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -711,6 +813,7 @@ fn a_regressed_diff_blocks_the_cutover_a_shadow_past_its_error_rate_is_rolled_ba
         check_interval: Duration::from_millis(20),
         apply: true,
         state_dir: dir.join("state"),
+        pin_dir: shadow_proxy::failover::cutover::PIN_ROOT.into(),
     };
     // The signals the agent would give: the diff verdict and the live error rate.
     let regressed = Arc::new(AtomicBool::new(true));

@@ -202,15 +202,23 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
         _ => None,
     };
-    // After the capture, whose start removes leftovers of ours; the cutover
-    // program's link is held by this process, so it leaves none.
+    // After the capture, whose start removes leftovers of ours. The cutover
+    // program is pinned, so that a service cut over stays on its shadow
+    // while no agent runs: the orchestrator adopts the pins, and an agent
+    // with no failover profile removes them.
     let failover = match cfg.shadow.as_ref().and_then(|c| c.failover.clone()) {
         Some(f) => {
             let o = crate::failover::Orchestrator::start(f)?;
             tracing::info!(services = o.status().len(), "Failover profiles loaded");
             Some(Arc::new(o))
         }
-        None => None,
+        None => {
+            crate::failover::cutover::clean_pins(
+                std::path::Path::new(crate::failover::cutover::PIN_ROOT),
+                true,
+            );
+            None
+        }
     };
     let control = bind_control(&cfg.control_socket, shadowing.is_some())?;
     // The socket is ours to remove at exit only if we bound it.

@@ -7,6 +7,7 @@
 //! check_interval = "200ms"            # health checks of every primary and shadow
 //! # netns = "/proc/self/ns/net"        # where the cutover program is attached
 //! # state_dir = "/var/lib/shadow"      # failover.json: the machines, persisted
+//! # pin_dir = "/sys/fs/bpf/shadow-steer"  # the cutover's pins, on the host's bpffs
 //!
 //! [[failover.service]]
 //! name = "web"
@@ -49,6 +50,7 @@ pub struct RawFailover {
     check_interval: Option<String>,
     netns: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    pin_dir: Option<PathBuf>,
     #[serde(default)]
     service: Vec<RawService>,
 }
@@ -277,6 +279,9 @@ pub fn settings<E>(
         state_dir: raw
             .state_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        pin_dir: raw
+            .pin_dir
+            .unwrap_or_else(|| PathBuf::from(super::cutover::PIN_ROOT)),
     }))
 }
 

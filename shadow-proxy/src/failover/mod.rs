@@ -185,6 +185,11 @@ pub struct FailoverSettings {
     pub check_interval: Duration,
     /// Where the machines are persisted (`failover.json`).
     pub state_dir: PathBuf,
+    /// Where the cutover program's link and maps are pinned, one directory
+    /// per namespace. On the host's bpffs: an agent in a private mount
+    /// namespace (`ip netns exec`) has its own `/sys`, and pins there go
+    /// with it.
+    pub pin_dir: PathBuf,
     /// `false` (the default, `mode = "dry_run"`): what the machines decide
     /// on their own is an event saying what would be done, and nothing is
     /// done. Commands (`shadowctl failover cutover`) act either way.
@@ -284,7 +289,8 @@ impl Orchestrator {
             .iter()
             .any(|s| s.switch == SwitchSettings::Kernel)
         {
-            let mut cutover = KernelCutover::attach(&settings.netns)?;
+            cutover::clean_pins(&settings.pin_dir, false);
+            let mut cutover = KernelCutover::attach_pinned(&settings.netns, &settings.pin_dir)?;
             for s in &mut settings.services {
                 // A source port of the primary's checks, which the cutover
                 // never steers: the kernel picks a free one.
@@ -370,18 +376,48 @@ impl Orchestrator {
             outcome: Mutex::new(None),
             signals: Mutex::new(None),
         };
+        // Steering adopted from the pins that no machine on its shadow
+        // wants is a leftover: its port goes back to the primary.
+        if let Some(k) = &kernel {
+            let mut k = k.lock().unwrap_or_else(|p| p.into_inner());
+            for port in k.steered() {
+                let wanted = o.services.iter().any(|svc| {
+                    let s = lock(svc);
+                    s.settings.switch == SwitchSettings::Kernel
+                        && s.settings.port == port
+                        && matches!(s.machine.phase, Phase::OnShadow | Phase::Promoted)
+                });
+                if !wanted {
+                    tracing::warn!(
+                        port,
+                        "Cutover left steering a port no service is cut over on; released"
+                    );
+                    let _ = k.release(port);
+                }
+            }
+        }
         for svc in &o.services {
             let mut s = lock(svc);
             if matches!(s.machine.phase, Phase::OnShadow | Phase::Promoted) {
                 let from = s.machine.phase;
+                // Kernel steering pinned by the last run kept new
+                // connections on the shadow while no agent ran.
+                let kept = s.switch.share() > 0;
                 let result = s.switch.steer(STEER_SCALE);
                 let (took, reason, refused) = match result {
+                    Ok(t) if kept => (
+                        Some(t),
+                        "resumed after a restart: on the shadow (the kernel kept it there meanwhile)"
+                            .into(),
+                        false,
+                    ),
                     Ok(t) => (
                         Some(t),
                         "resumed after a restart: on the shadow".into(),
                         false,
                     ),
                     Err(e) => {
+                        let _ = s.switch.release();
                         s.machine.enter(Phase::Primary, None, now_ms());
                         (None, format!("could not resume on the shadow: {e}"), true)
                     }
