@@ -94,6 +94,10 @@ pub struct FailoverStatus {
     pub probability: Option<f64>,
     /// The last event's reason.
     pub reason: String,
+    /// Failed requests during transitions, counted by the agent (resets
+    /// from the service's ports; kernel-switched services only).
+    #[serde(default)]
+    pub failed_requests: u64,
 }
 
 /// `POST /v1/failover/{cutover,rollback,promote}`.

@@ -8,7 +8,29 @@ pub mod maps {
     pub const STEER: &str = "STEER";
     pub const STEER_SOCKS: &str = "STEER_SOCKS";
     pub const STEER_STATS: &str = "STEER_STATS";
+    pub const STEER_RESETS: &str = "STEER_RESETS";
+    pub const STEER_RESET_IGNORE: &str = "STEER_RESET_IGNORE";
 }
+
+/// The `tcp:tcp_send_reset` program: resets sent from a watched local port
+/// (a failover service's primary or shadow), counted in `STEER_RESETS`.
+pub const RESET_PROGRAM: &str = "shadow_resets";
+
+/// The global holding `tcp_send_reset`'s `saddr` and `daddr` offsets (set
+/// before load from tracefs; 0 turns the program off).
+pub const RESET_OFFSETS_GLOBAL: &str = "RESET_OFFSETS";
+
+/// Offsets of `tcp_send_reset`'s address fields (sockaddr_in6-sized; the
+/// port is at +2 in network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ResetOffsets {
+    pub saddr: u32,
+    pub daddr: u32,
+}
+
+/// Ports watched for resets at once.
+pub const MAX_WATCHED: u32 = 2 * MAX_STEERED;
 
 /// The `sk_lookup` program's name.
 pub const STEER_PROGRAM: &str = "shadow_steer";
@@ -58,4 +80,6 @@ mod pod {
     unsafe impl aya::Pod for super::Steer {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SteerCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ResetOffsets {}
 }

@@ -5,18 +5,26 @@
 //! connections from the port's bypass source port (the agent's checks of
 //! the primary). It always
 //! returns SK_PASS: it never drops a connection.
+//!
+//! `shadow_resets`, on `tcp:tcp_send_reset`, counts the resets this host
+//! sends from a watched port: a connection refused (no listener: the
+//! primary is down) or aborted. The agent counts the ones that come during
+//! a transition as failed requests.
 
 use aya_ebpf::{
+    Global,
     bindings::sk_action::SK_PASS,
     helpers::bpf_get_prandom_u32,
-    macros::{map, sk_lookup},
+    macros::{map, sk_lookup, tracepoint},
     maps::{HashMap, PerCpuArray, SockMap},
-    programs::SkLookupContext,
+    programs::{SkLookupContext, TracePointContext},
 };
 use shadow_common::{
     IPPROTO_TCP,
-    steer::{MAX_STEERED, STEER_SCALE, Steer, SteerCounters},
+    steer::{MAX_STEERED, MAX_WATCHED, ResetOffsets, STEER_SCALE, Steer, SteerCounters},
 };
+
+use crate::shared::atomic_add;
 
 #[map]
 static STEER: HashMap<u32, Steer> = HashMap::with_max_entries(MAX_STEERED, 0);
@@ -67,4 +75,46 @@ pub fn shadow_steer(ctx: SkLookupContext) -> u32 {
         Err(_) => count(|c| &mut c.failed),
     }
     SK_PASS
+}
+
+/// Resets sent per watched local port.
+#[map]
+static STEER_RESETS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Remote ports whose resets are not counted: the agent's own checks.
+#[map]
+static STEER_RESET_IGNORE: HashMap<u32, u8> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Overridden before load from tracefs.
+#[unsafe(no_mangle)]
+static RESET_OFFSETS: Global<ResetOffsets> = Global::new(ResetOffsets { saddr: 0, daddr: 0 });
+
+#[tracepoint]
+pub fn shadow_resets(ctx: TracePointContext) -> u32 {
+    let off = RESET_OFFSETS.load();
+    if off.saddr == 0 {
+        return 0;
+    }
+    // SAFETY: probe_read of the record copes with any offset.
+    let ports = unsafe {
+        (
+            ctx.read_at::<u16>(off.saddr as usize + 2),
+            ctx.read_at::<u16>(off.daddr as usize + 2),
+        )
+    };
+    let (Ok(local), Ok(remote)) = ports else {
+        return 0;
+    };
+    let (local, remote) = (
+        u32::from(u16::from_be(local)),
+        u32::from(u16::from_be(remote)),
+    );
+    // SAFETY: a plain value read from a hash map this program owns.
+    if unsafe { STEER_RESET_IGNORE.get(remote) }.is_some() {
+        return 0;
+    }
+    if let Some(c) = STEER_RESETS.get_ptr_mut(local) {
+        atomic_add(c, 1);
+    }
+    0
 }

@@ -192,8 +192,8 @@ pub fn render_whatif(w: &WhatIf) -> String {
 
 pub fn render_failover(rows: &[shadow_api::failover::FailoverStatus]) -> String {
     let mut out = format!(
-        "{:<14} {:>6} {:<10} {:<15} {:>7} {:<9} {:<9} {:<8} {:>6}  REASON\n",
-        "SERVICE", "PORT", "PHASE", "CAUSE", "SHADOW%", "PRIMARY", "SHADOW", "LEVEL", "P"
+        "{:<14} {:>6} {:<10} {:<15} {:>7} {:<9} {:<9} {:<8} {:>6} {:>6}  REASON\n",
+        "SERVICE", "PORT", "PHASE", "CAUSE", "SHADOW%", "PRIMARY", "SHADOW", "LEVEL", "P", "FAILED"
     );
     let health = |ok: bool, fails: u32| {
         if ok {
@@ -205,7 +205,7 @@ pub fn render_failover(rows: &[shadow_api::failover::FailoverStatus]) -> String 
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<14} {:>6} {:<10} {:<15} {:>7.1} {:<9} {:<9} {:<8} {:>6}  {}",
+            "{:<14} {:>6} {:<10} {:<15} {:>7.1} {:<9} {:<9} {:<8} {:>6} {:>6}  {}",
             r.service,
             r.port,
             r.phase.name(),
@@ -215,6 +215,7 @@ pub fn render_failover(rows: &[shadow_api::failover::FailoverStatus]) -> String 
             health(r.shadow_healthy, r.shadow_failures),
             r.level.name(),
             r.probability.map_or("-".into(), |p| format!("{p:.2}")),
+            r.failed_requests,
             r.reason
         );
     }

@@ -392,9 +392,11 @@ fn four_failover_scenarios_under_constant_load() {
         std::sync::mpsc::channel::<(Command, std::sync::mpsc::Sender<String>)>();
     // What the failure model is told: each failure, each false positive.
     let outcomes = Arc::new(std::sync::Mutex::new(Vec::<(String, bool)>::new()));
+    // The failed requests the orchestrator counted (resets from the ports).
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let orchestrator = {
         let (ns_path, level, stop) = (ns_path.clone(), level.clone(), stop.clone());
-        let outcomes = outcomes.clone();
+        let (outcomes, counted) = (outcomes.clone(), counted.clone());
         std::thread::spawn(move || {
             // Checks and the listener lookup see the namespace's loopback.
             enter(&ns_path);
@@ -414,6 +416,7 @@ fn four_failover_scenarios_under_constant_load() {
             while !stop.load(Ordering::SeqCst) {
                 let started = Instant::now();
                 o.tick(&level_of);
+                counted.store(o.status()[0].failed_requests, Ordering::SeqCst);
                 while let Ok((c, reply)) = inbox.try_recv() {
                     let r = o.command("web", c, false, false);
                     let _ = reply.send(match r {
@@ -465,6 +468,7 @@ fn four_failover_scenarios_under_constant_load() {
     // 2. The primary crashes, unpredicted; it comes back on its port 1 s
     // later, and once healthy the traffic goes back to it.
     let s2 = at(6.5);
+    let counted_before_crash = counted.load(Ordering::SeqCst);
     primary.signal_and_wait(libc::SIGKILL, Duration::from_secs(2));
     at(7.5);
     let (_primary2, _) = logging_server_on(&ns, &primary_log, &live.to_string());
@@ -516,6 +520,11 @@ fn four_failover_scenarios_under_constant_load() {
         .map(|x| x.at)
         .collect();
     let recovered = crash_failures.last().map(|t| *t - s2);
+    let counted_crash = counted.load(Ordering::SeqCst) - counted_before_crash;
+    eprintln!(
+        "failed requests counted by the agent: {counted_before_crash} in scenarios 1, 3 and 4, \
+         {counted_crash} in the crash (the clients saw {f2})"
+    );
     eprintln!(
         "{} requests at {rate} req/s; failed: planned cutover+rollback {f1}, false positive {f3}, \
          regressing shadow {f4}, primary crash {f2} (last failure {recovered:?} after the kill)",
@@ -548,6 +557,14 @@ fn four_failover_scenarios_under_constant_load() {
         (f1, f3, f4),
         (0, 0, 0),
         "failed requests in scenarios 1, 3, 4"
+    );
+    assert_eq!(
+        counted_before_crash, 0,
+        "the agent counted failures in 1, 3, 4"
+    );
+    assert!(
+        counted_crash > 0 && counted_crash as usize <= f2 + f2 / 2 + 5,
+        "the agent counted {counted_crash} failed requests in the crash; the clients saw {f2}"
     );
     assert_eq!(
         *outcomes.lock().unwrap(),

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod cutover;
 pub mod machine;
+pub mod resets;
 pub mod switch;
 
 use std::{
@@ -239,7 +240,16 @@ struct Service {
     level: Level,
     probability: Option<f64>,
     reason: String,
+    /// The reset counter's reading at the last check (primary + shadow).
+    resets_seen: u64,
+    /// A transition is settling until then (unix ms).
+    settle_until_ms: u64,
+    /// Resets from the service's ports while it was in transition.
+    failed_requests: u64,
 }
+
+/// How long after a transition its resets still count against it.
+const SETTLE_MS: u64 = 2_000;
 
 pub struct Orchestrator {
     /// Service names, in the order of `services` (looked up without
@@ -260,6 +270,7 @@ pub struct Orchestrator {
     signals: Mutex<Option<SignalSource>>,
     /// Whether the machines' own decisions are carried out.
     apply: bool,
+    resets: Option<resets::ResetCounter>,
 }
 
 /// Told a service's name and whether its failure came.
@@ -302,10 +313,42 @@ impl Orchestrator {
                     s.primary.source_port = Some(p);
                     cutover.set_bypass(s.port, p);
                 }
+                // The shadow's checks have theirs too, so that the resets
+                // a down shadow answers them with are not counted as
+                // failed requests.
+                s.shadow.source_port =
+                    std::net::TcpListener::bind(SocketAddr::new(s.shadow.addr.ip(), 0))
+                        .and_then(|l| l.local_addr())
+                        .map(|a| a.port())
+                        .ok();
             }
             Some(Arc::new(Mutex::new(cutover)))
         } else {
             None
+        };
+        // Failed requests: resets from the ports of services that move in
+        // the kernel (their primary and shadow are on this host).
+        let local: Vec<&ServiceSettings> = settings
+            .services
+            .iter()
+            .filter(|s| s.switch == SwitchSettings::Kernel)
+            .collect();
+        let resets = if local.is_empty() {
+            None
+        } else {
+            let ports: Vec<u16> = local.iter().flat_map(|s| [s.port, s.shadow_port]).collect();
+            let ignore: Vec<u16> = local
+                .iter()
+                .flat_map(|s| [s.primary.source_port, s.shadow.source_port])
+                .flatten()
+                .collect();
+            match resets::ResetCounter::attach(&ports, &ignore) {
+                Ok(r) => Some(r),
+                Err(error) => {
+                    tracing::warn!(%error, "Failed requests during transitions are not counted");
+                    None
+                }
+            }
         };
         let state_file = settings.state_dir.join("failover.json");
         let mut saved: std::collections::BTreeMap<String, Machine> =
@@ -354,6 +397,9 @@ impl Orchestrator {
                     level: Level::Ok,
                     probability: None,
                     reason: "started".into(),
+                    resets_seen: 0,
+                    settle_until_ms: 0,
+                    failed_requests: 0,
                 })
             })
             .collect();
@@ -375,6 +421,7 @@ impl Orchestrator {
             apply: settings.apply,
             outcome: Mutex::new(None),
             signals: Mutex::new(None),
+            resets,
         };
         // Steering adopted from the pins that no machine on its shadow
         // wants is a leftover: its port goes back to the primary.
@@ -436,6 +483,7 @@ impl Orchestrator {
             let mut s = lock(svc);
             s.primary_ok = s.settings.primary.passes();
             s.shadow_ok = s.settings.shadow.passes();
+            self.count_failed(&mut s);
             // The gate and the analysis: a regressed diff verdict always, the
             // live error rate and p99 once the shadow serves them.
             s.analysis = self.analyse(&s);
@@ -883,6 +931,7 @@ impl Orchestrator {
             tracing::info!(service = %e.service, action, from = from.name(), to = e.to.name(), %reason, took_us = e.took_us, "Failover");
         }
         s.reason = reason;
+        s.settle_until_ms = now_ms() + SETTLE_MS;
         let service = e.service.clone();
         let cause = s.machine.cause.map_or("none", Cause::name);
         metrics::counter!(names::FAILOVER_TRANSITIONS, "service" => service.clone(), "action" => e.action.clone(), "cause" => cause).increment(1);
@@ -900,6 +949,29 @@ impl Orchestrator {
 
     /// Records `s`'s machine and writes every machine, atomically (a
     /// temporary file, then rename).
+    /// Counts the resets sent from the service's ports since the last
+    /// check as failed requests if it is in transition: its primary is
+    /// failing, its shadow is failing while it serves, or a transition
+    /// happened in the last [`SETTLE_MS`].
+    fn count_failed(&self, s: &mut Service) {
+        let Some(r) = &self.resets else {
+            return;
+        };
+        let n = r.count(s.settings.port) + r.count(s.settings.shadow_port);
+        let new = n.saturating_sub(s.resets_seen);
+        s.resets_seen = n;
+        let serving_shadow = matches!(s.machine.phase, Phase::OnShadow | Phase::Promoted);
+        let in_transition = !s.primary_ok
+            || s.machine.primary_failures > 0
+            || (serving_shadow && !s.shadow_ok)
+            || now_ms() < s.settle_until_ms;
+        if new > 0 && in_transition {
+            s.failed_requests += new;
+            metrics::counter!(names::FAILOVER_FAILED_REQUESTS, "service" => s.settings.name.clone())
+                .increment(new);
+        }
+    }
+
     fn save(&self, s: &Service) {
         let mut all = self.saved.lock().unwrap_or_else(|p| p.into_inner());
         all.insert(s.settings.name.clone(), s.machine.clone());
@@ -971,6 +1043,7 @@ impl Orchestrator {
                     level: s.level,
                     probability: s.probability,
                     reason: s.reason.clone(),
+                    failed_requests: s.failed_requests,
                 }
             })
             .collect()

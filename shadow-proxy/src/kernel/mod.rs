@@ -103,6 +103,25 @@ pub fn load_object() -> Result<Ebpf, TelemetryError> {
         .map_err(|e| TelemetryError::Load(Box::new(e)))
 }
 
+/// A fresh instance of the object with the read-only global `global` set
+/// to `value`, and `program` attached to `category:name` (a program of
+/// another module that needs a field offset from tracefs).
+pub fn load_tracepoint_with<T: aya::Pod>(
+    global: &str,
+    value: T,
+    program: &'static str,
+    category: &str,
+    name: &str,
+) -> Result<Ebpf, TelemetryError> {
+    raise_memlock_limit();
+    let mut ebpf = EbpfLoader::new()
+        .override_global(global, &value, true)
+        .load(EBPF_OBJECT)
+        .map_err(|e| TelemetryError::Load(Box::new(e)))?;
+    attach(&mut ebpf, program, category, name)?;
+    Ok(ebpf)
+}
+
 impl KernelTelemetry {
     /// Parses tracefs, loads the object and attaches every tracepoint.
     pub fn load() -> Result<Self, TelemetryError> {

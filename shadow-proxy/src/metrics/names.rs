@@ -93,6 +93,11 @@ pub const FAILOVER_TRANSITIONS: &str = "shadow_failover_transitions_total";
 pub const FAILOVER_CUTOVER_SECONDS: &str = "shadow_failover_cutover_seconds";
 /// Consecutive failed checks of the primary and of the shadow (`of`).
 pub const FAILOVER_CHECK_FAILURES: &str = "shadow_failover_check_failures";
+/// Failed requests during transitions: resets this host sent from the
+/// service's primary or shadow port (refused or aborted connections) while
+/// the primary was failing, the serving shadow was failing, or within 2 s
+/// of a transition.
+pub const FAILOVER_FAILED_REQUESTS: &str = "shadow_failover_failed_requests_total";
 
 // Diffing, per service and route.
 pub const DIFF_COMPARED: &str = "shadow_diff_compared_total";
