@@ -806,14 +806,16 @@ fn a_regressed_diff_blocks_the_cutover_a_shadow_past_its_error_rate_is_rolled_ba
             // Self-healing: a remediation that says it ran.
             steps: vec![shadow_proxy::failover::Step {
                 kind: shadow_proxy::failover::StepKind::Remediate,
-                hook: shadow_proxy::provision::hook::ExecHook {
-                    command: vec![
-                        "/bin/sh".into(),
-                        "-c".into(),
-                        format!("echo healed >> {}", dir.join("remediate.log").display()),
-                    ],
-                    timeout: Duration::from_secs(5),
-                },
+                run: shadow_proxy::failover::StepRun::Hook(
+                    shadow_proxy::provision::hook::ExecHook {
+                        command: vec![
+                            "/bin/sh".into(),
+                            "-c".into(),
+                            format!("echo healed >> {}", dir.join("remediate.log").display()),
+                        ],
+                        timeout: Duration::from_secs(5),
+                    },
+                ),
                 retries: 0,
             }],
             switch: Default::default(),
@@ -913,5 +915,112 @@ fn a_regressed_diff_blocks_the_cutover_a_shadow_past_its_error_rate_is_rolled_ba
     assert_eq!((ran, gave_up), (3, 1), "{events:#?}");
     let healed = std::fs::read_to_string(dir.join("remediate.log")).unwrap_or_default();
     assert!(healed.lines().count() >= 3, "the hook ran: {healed:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_planned_cutover_warms_the_shadow_with_the_requests_seen_live() {
+    let Some(_k) = kernel_test("a_planned_cutover_warms_the_shadow_with_the_requests_seen_live")
+    else {
+        return;
+    };
+    let ns = Netns::new("fo-warm");
+    let dir = std::env::temp_dir().join(format!("shadow-fo-warm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (primary_log, shadow_log, mirror_log) = (
+        dir.join("primary.jsonl"),
+        dir.join("shadow.jsonl"),
+        dir.join("mirror.jsonl"),
+    );
+    let (_primary, live) = logging_server(&ns, &primary_log);
+    // The failover shadow, and a separate mirror target: what reaches the
+    // shadow before the cutover is the warm step's replay.
+    let (_shadow, shadow_addr) = logging_server(&ns, &shadow_log);
+    let (_mirror, mirror_addr) = logging_server(&ns, &mirror_log);
+    let ns_path = PathBuf::from(format!("/var/run/netns/{}", ns.name()));
+    let bpffs = dir.join("bpf");
+    std::fs::create_dir_all(&bpffs).unwrap();
+    shadow_tests::sh("mount", &["-t", "bpf", "bpf", bpffs.to_str().unwrap()]);
+    let config = dir.join("shadow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[capture]\ninterface = \"lo\"\n\n[[service]]\nname = \"web\"\nport = {port}\npercent = 100\n\
+             targets = [\"http://{mirror_addr}\"]\ntimeout = \"2s\"\n\n[service.diff]\nnoise_fraction = 0.0\n\n\
+             [failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{state}\"\npin_dir = \"{pins}\"\n\n\
+             [[failover.service]]\nname = \"web\"\nport = {port}\nshadow_port = {shadow}\ncheck_path = \"/healthz\"\n\n\
+             [[failover.service.step]]\nkind = \"warm\"\nlast = \"5m\"\nrate = 200\n",
+            port = live.port(),
+            shadow = shadow_addr.port(),
+            state = dir.join("state").display(),
+            pins = bpffs.join("steer").display(),
+        ),
+    )
+    .unwrap();
+    let agent_dir = dir.join("agent");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let agent = shadow_tests::Agent::start_in_netns(
+        Some(ns.name()),
+        agent_dir.clone(),
+        &["--config", config.to_str().unwrap(), "--no-forecast"],
+    );
+    // Live traffic: 40 GETs and 5 POSTs, all sampled and mirrored.
+    let live_paths: Vec<String> = (0..40).map(|i| format!("/live/{i}")).collect();
+    {
+        let (ns_path, paths) = (ns_path.clone(), live_paths.clone());
+        std::thread::spawn(move || {
+            enter(&ns_path);
+            for p in &paths {
+                assert!(request(live, p), "{p} failed");
+            }
+            for i in 0..5 {
+                let mut s = TcpStream::connect(live).unwrap();
+                let req = format!(
+                    "POST /write/{i} HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+                );
+                s.write_all(req.as_bytes()).unwrap();
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    shadow_tests::wait_until(
+        Duration::from_secs(20),
+        "the mirror target to receive the live GETs",
+        || live_paths.iter().all(|p| served(&mirror_log).contains(p)),
+    );
+    let before = served(&shadow_log);
+    assert!(
+        !live_paths.iter().any(|p| before.contains(p)),
+        "the shadow had live requests before the warm"
+    );
+
+    // A planned cutover of a service never staged runs its warm step.
+    let (ok, cut) = shadowctl(&agent_dir, &["failover", "cutover", "web"]);
+    // The 40 GETs, and any of the agent's own checks of the primary the
+    // capture saw meanwhile; never the POSTs.
+    let replayed: usize = cut
+        .split("warm: replayed ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no warm in {cut}\n{}", agent.log()));
+    assert!(ok && replayed >= 40, "{cut}");
+    let warmed = served(&shadow_log);
+    let missing: Vec<&String> = live_paths.iter().filter(|p| !warmed.contains(*p)).collect();
+    assert!(
+        missing.is_empty(),
+        "not replayed to the shadow: {missing:?}"
+    );
+    assert!(
+        !warmed.iter().any(|p| p.starts_with("/write/")),
+        "a POST was replayed: {warmed:?}"
+    );
+    let (ok, back) = shadowctl(&agent_dir, &["failover", "rollback", "web"]);
+    assert!(ok, "{back}");
+    drop(agent);
+    shadow_tests::sh("umount", &["-l", bpffs.to_str().unwrap()]);
     let _ = std::fs::remove_dir_all(&dir);
 }

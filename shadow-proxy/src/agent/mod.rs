@@ -291,6 +291,16 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 p99_ms: h.last(&format!("{service}.p99_latency_ms")).map(|p| p.1),
             }
         }));
+        // The built-in warm step replays what the capture saw live.
+        if let Some(c) = shadowing.clone() {
+            o.set_recent(Box::new(move |port, since_ms| {
+                c.replayer
+                    .recent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .since(port, since_ms)
+            }));
+        }
         tasks.start(Box::new(tasks::FailoverLoop {
             orchestrator: o,
             shared: shared.clone(),

@@ -28,6 +28,11 @@
 //!                                     # remediate when the idle shadow fails
 //! timeout = "60s"
 //! retries = 2
+//!
+//! [[failover.service.step]]           # built in when it has no command:
+//! kind = "warm"                       # the GETs and HEADs seen live (sampled
+//! # last = "5m"  rate = 100  max_requests = 1000   # by the capture) replayed
+//!                                     # to the shadow; needs a [[service]] on `port`
 //! ```
 
 use std::{
@@ -39,7 +44,8 @@ use std::{
 use serde::Deserialize;
 
 use super::{
-    Check, FailoverSettings, ServiceSettings, Step, StepKind, SwitchSettings, machine::Rules,
+    Check, FailoverSettings, ServiceSettings, Step, StepKind, StepRun, SwitchSettings, WarmReplay,
+    machine::Rules,
 };
 use crate::{provision::hook::ExecHook, util::duration};
 
@@ -84,9 +90,14 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawStep {
     kind: String,
+    #[serde(default)]
     command: Vec<String>,
     timeout: Option<String>,
     retries: Option<u32>,
+    /// The built-in warm step's window, rate and bound.
+    last: Option<String>,
+    rate: Option<u32>,
+    max_requests: Option<usize>,
 }
 
 /// Where the machines are persisted when `state_dir` is not given.
@@ -189,21 +200,49 @@ pub fn settings<E>(
                     ));
                 }
             };
-            let Some(program) = st.command.first() else {
-                return Err(bad(&sk("command"), "is empty".into()));
+            let replay_keys = st.last.is_some() || st.rate.is_some() || st.max_requests.is_some();
+            let run = match st.command.first() {
+                None if kind == StepKind::Warm => {
+                    let rate = st.rate.unwrap_or(100);
+                    if rate == 0 {
+                        return Err(bad(&sk("rate"), "must be at least 1".into()));
+                    }
+                    StepRun::Replay(WarmReplay {
+                        window: secs(&sk("last"), &st.last, "5m", &bad)?,
+                        rate,
+                        max_requests: st.max_requests.unwrap_or(1000),
+                    })
+                }
+                None => {
+                    return Err(bad(
+                        &sk("command"),
+                        "is required (only a warm step is built in)".into(),
+                    ));
+                }
+                Some(_) if replay_keys => {
+                    return Err(bad(
+                        &sk("command"),
+                        "is given with last/rate/max_requests, which only the built-in warm \
+                         step (no command) takes"
+                            .into(),
+                    ));
+                }
+                Some(program) => {
+                    if ExecHook::resolve(program).is_none() {
+                        return Err(bad(
+                            &sk("command"),
+                            format!("{program:?} does not exist or is not executable"),
+                        ));
+                    }
+                    StepRun::Hook(ExecHook {
+                        command: st.command.clone(),
+                        timeout: secs(&sk("timeout"), &st.timeout, "60s", &bad)?,
+                    })
+                }
             };
-            if ExecHook::resolve(program).is_none() {
-                return Err(bad(
-                    &sk("command"),
-                    format!("{program:?} does not exist or is not executable"),
-                ));
-            }
             steps.push(Step {
                 kind,
-                hook: ExecHook {
-                    command: st.command.clone(),
-                    timeout: secs(&sk("timeout"), &st.timeout, "60s", &bad)?,
-                },
+                run,
                 retries: st.retries.unwrap_or(0),
             });
         }
@@ -313,6 +352,23 @@ mod tests {
     }
 
     #[test]
+    fn a_warm_step_without_a_command_is_the_built_in_replay() {
+        let s = parse(&format!(
+            "{WEB}[[failover.service.step]]\nkind = \"warm\"\nrate = 50\n"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            s.services[0].steps[0].run,
+            StepRun::Replay(WarmReplay {
+                window: Duration::from_secs(300),
+                rate: 50,
+                max_requests: 1000,
+            })
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let cases = [
             (
@@ -330,6 +386,20 @@ mod tests {
                     "{WEB}[[failover.service.step]]\nkind = \"dance\"\ncommand = [\"/bin/true\"]\n"
                 ),
                 "failover.service[0].step[0].kind: \"dance\" is not one of",
+            ),
+            (
+                format!("{WEB}[[failover.service.step]]\nkind = \"gate\"\n"),
+                "failover.service[0].step[0].command: is required (only a warm step is built in)",
+            ),
+            (
+                format!(
+                    "{WEB}[[failover.service.step]]\nkind = \"warm\"\ncommand = [\"/bin/true\"]\nrate = 5\n"
+                ),
+                "failover.service[0].step[0].command: is given with last/rate/max_requests",
+            ),
+            (
+                format!("{WEB}[[failover.service.step]]\nkind = \"warm\"\nlast = \"soon\"\n"),
+                "failover.service[0].step[0].last:",
             ),
             (
                 format!("{WEB}fail_limit = 0\n"),

@@ -124,10 +124,32 @@ pub enum StepKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub kind: StepKind,
-    pub hook: ExecHook,
+    pub run: StepRun,
     /// Further tries after a failure.
     pub retries: u32,
 }
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepRun {
+    /// A command, told the service as JSON on stdin; it must exit 0.
+    Hook(ExecHook),
+    /// Built in (a `warm` step without a command): the requests seen live
+    /// in the last `window` (GETs and HEADs the capture sampled) are sent
+    /// to the shadow, at most `max_requests`, `rate` a second.
+    Replay(WarmReplay),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmReplay {
+    pub window: Duration,
+    pub rate: u32,
+    pub max_requests: usize,
+}
+
+/// Gives the requests seen live on a port since a time (unix ms).
+pub type RecentSource =
+    Box<dyn Fn(u16, u64) -> Vec<crate::replay::recent::RecentRequest> + Send + Sync>;
 
 /// How a service's traffic is moved.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -271,6 +293,7 @@ pub struct Orchestrator {
     /// Whether the machines' own decisions are carried out.
     apply: bool,
     resets: Option<resets::ResetCounter>,
+    recent: Mutex<Option<RecentSource>>,
 }
 
 /// Told a service's name and whether its failure came.
@@ -282,11 +305,37 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Sends one recorded request to the shadow's address; its status.
+fn warm_one(shadow: &Check, r: &crate::replay::recent::RecentRequest) -> Option<u16> {
+    let mut c =
+        TcpStream::connect_timeout(&shadow.addr, shadow.timeout.max(Duration::from_secs(1)))
+            .ok()?;
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = format!("{} {} HTTP/1.1\r\n", r.method, r.target).into_bytes();
+    for h in &r.headers {
+        if h.name.eq_ignore_ascii_case("connection") || h.name.eq_ignore_ascii_case("keep-alive") {
+            continue;
+        }
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(&h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"Connection: close\r\n\r\n");
+    c.write_all(&head).ok()?;
+    let mut status = [0u8; 12];
+    c.read_exact(&mut status).ok()?;
+    // The rest is drained by closing.
+    std::str::from_utf8(&status[9..12]).ok()?.parse().ok()
+}
+
 /// What a performed action did.
 struct Done {
     to: Phase,
     cause: Option<Cause>,
     took: Option<Duration>,
+    /// Said after the action's reason (what the steps did).
+    note: Option<String>,
 }
 
 impl Orchestrator {
@@ -422,6 +471,7 @@ impl Orchestrator {
             outcome: Mutex::new(None),
             signals: Mutex::new(None),
             resets,
+            recent: Mutex::new(None),
         };
         // Steering adopted from the pins that no machine on its shadow
         // wants is a leftover: its port goes back to the primary.
@@ -666,6 +716,7 @@ impl Orchestrator {
                     to: Phase::Primary,
                     cause: None,
                     took: None,
+                    note: None,
                 }),
             ),
             Action::Cutover { cause, reason } => {
@@ -679,6 +730,7 @@ impl Orchestrator {
                     to: Phase::Promoted,
                     cause: s.machine.cause,
                     took: None,
+                    note: None,
                 }),
             ),
             Action::Stuck { reason } => {
@@ -698,6 +750,10 @@ impl Orchestrator {
                     f(&s.settings.name, failed);
                 }
                 s.machine.enter(done.to, done.cause, now_ms());
+                let reason = match done.note {
+                    Some(n) => format!("{reason}; {n}"),
+                    None => reason,
+                };
                 let e = self.event(s, name, from, done.took, reason, false);
                 self.save(s);
                 e
@@ -713,7 +769,10 @@ impl Orchestrator {
         }
     }
 
-    fn run_steps(&self, s: &Service, kinds: &[StepKind]) -> Result<(), String> {
+    /// Runs the profile's steps of `kinds` in order; says what the
+    /// built-in ones did.
+    fn run_steps(&self, s: &Service, kinds: &[StepKind]) -> Result<Vec<String>, String> {
+        let mut notes = Vec::new();
         for step in s
             .settings
             .steps
@@ -729,14 +788,18 @@ impl Orchestrator {
             .to_string();
             let mut last = None;
             for attempt in 0..=step.retries {
-                match step.hook.run(input.as_bytes()) {
+                let result = match &step.run {
+                    StepRun::Hook(h) => h.run(input.as_bytes()).map_err(|e| e.to_string()),
+                    StepRun::Replay(w) => self.warm(s, w).map(|n| notes.push(n)),
+                };
+                match result {
                     Ok(()) => {
                         last = None;
                         break;
                     }
                     Err(e) => {
                         tracing::warn!(service = %s.settings.name, step = ?step.kind, attempt, error = %e, "Failover step failed");
-                        last = Some(e.to_string());
+                        last = Some(e);
                     }
                 }
             }
@@ -744,22 +807,78 @@ impl Orchestrator {
                 return Err(format!("{:?} step: {e}", step.kind).to_lowercase());
             }
         }
-        Ok(())
+        Ok(notes)
+    }
+
+    /// The built-in warm step: replays the last `w.window` of live GETs and
+    /// HEADs to the shadow. Fails if there is no record of live traffic, or
+    /// if the shadow answers fewer than half.
+    fn warm(&self, s: &Service, w: &WarmReplay) -> Result<String, String> {
+        let source = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(source) = source.as_ref() else {
+            return Err(format!(
+                "no live traffic is recorded: the built-in warm needs a shadowed [[service]] on port {}",
+                s.settings.port
+            ));
+        };
+        let since = now_ms().saturating_sub(w.window.as_millis() as u64);
+        let mut requests = source(s.settings.port, since);
+        let skip = requests.len().saturating_sub(w.max_requests);
+        requests.drain(..skip);
+        if requests.is_empty() {
+            return Ok(format!(
+                "warm: no GET or HEAD seen live in the last {}s to replay",
+                w.window.as_secs()
+            ));
+        }
+        let started = Instant::now();
+        let period = Duration::from_secs_f64(1.0 / f64::from(w.rate.max(1)));
+        let (mut answered, mut errors) = (0usize, 0usize);
+        for (i, r) in requests.iter().enumerate() {
+            std::thread::sleep(
+                (started + period * i as u32).saturating_duration_since(Instant::now()),
+            );
+            match warm_one(&s.settings.shadow, r) {
+                Some(status) if status < 500 => answered += 1,
+                Some(_) => errors += 1,
+                None => {}
+            }
+            if (i + 1) % 100 == 0 {
+                tracing::info!(service = %s.settings.name, sent = i + 1, of = requests.len(), answered, "Warming the shadow");
+            }
+        }
+        let sent = requests.len();
+        let note = format!(
+            "warm: replayed {sent} live requests of the last {}s to the shadow in {:.1}s, {answered} answered, {errors} with 5xx",
+            w.window.as_secs(),
+            started.elapsed().as_secs_f64()
+        );
+        if answered * 2 < sent {
+            return Err(note);
+        }
+        Ok(note)
     }
 
     fn stage(&self, s: &mut Service) -> Result<Done, String> {
-        self.run_steps(s, &[StepKind::Sync, StepKind::Warm])?;
+        let notes = self.run_steps(s, &[StepKind::Sync, StepKind::Warm])?;
         Ok(Done {
             to: Phase::Staged,
             cause: None,
             took: None,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
         })
     }
 
     fn cut_over(&self, s: &mut Service, cause: Cause, force: bool) -> Result<Done, String> {
         // On a real failure the primary is gone: no time for gate hooks,
         // the shadow's health check is the gate.
+        // A planned cutover of a service that was never staged runs the
+        // whole profile: sync and warm first.
+        let mut notes = Vec::new();
         if cause != Cause::PrimaryFailed && !force {
+            if s.machine.phase == Phase::Primary {
+                notes = self.run_steps(s, &[StepKind::Sync, StepKind::Warm])?;
+            }
             self.run_steps(s, &[StepKind::Gate])?;
         }
         // A failed primary moves everything at once; otherwise the ramp's
@@ -781,6 +900,7 @@ impl Orchestrator {
             to: Phase::OnShadow,
             cause: Some(cause),
             took: Some(took),
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
         })
     }
 
@@ -794,6 +914,7 @@ impl Orchestrator {
             to: Phase::Primary,
             cause: None,
             took: Some(took),
+            note: None,
         })
     }
 
@@ -850,7 +971,7 @@ impl Orchestrator {
             .clone()
             .unwrap_or_else(|| format!("{} failed checks", s.machine.shadow_failures));
         let (reason, refused) = match self.run_steps(s, &[StepKind::Remediate]) {
-            Ok(()) => (
+            Ok(_) => (
                 format!(
                     "remediation {} of {MAX_REMEDIATIONS} ran: {why}",
                     s.remediations
@@ -1016,6 +1137,11 @@ impl Orchestrator {
     /// Where the agent's signals for the analysis come from.
     pub fn set_signals(&self, f: SignalSource) {
         *self.signals.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+    }
+
+    /// Where the built-in warm step finds the requests seen live.
+    pub fn set_recent(&self, f: RecentSource) {
+        *self.recent.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
     /// Where the outcomes of predictions go (the failure model).

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod diffs;
 pub mod learn;
+pub mod recent;
 pub mod record;
 pub mod rewrite;
 pub mod stack;
@@ -156,6 +157,9 @@ pub struct Replayer {
     records: Mutex<VecDeque<ReplayRecord>>,
     /// An active `shadowctl record`.
     pub recorder: Mutex<Option<record::Recorder>>,
+    /// The last GETs and HEADs per service port (a failover `warm` step
+    /// replays them to the shadow).
+    pub recent: Mutex<recent::Recent>,
     /// The last live answer to each recent GET, to learn noise from live
     /// answers to repeated requests.
     live_gets: Mutex<learn::LiveGets>,
@@ -185,6 +189,7 @@ impl Replayer {
             traffic,
             records: Mutex::new(VecDeque::with_capacity(RECORDS)),
             recorder: Mutex::new(None),
+            recent: Mutex::new(recent::Recent::default()),
             live_gets: Mutex::new(learn::LiveGets::default()),
             kernel_context,
         }
@@ -227,6 +232,16 @@ impl Replayer {
             .as_ref()
         {
             r.offer(&item);
+        }
+        {
+            let q = &item.exchange.request;
+            self.recent.lock().unwrap_or_else(|p| p.into_inner()).push(
+                item.service_port,
+                crate::util::unix_ms(),
+                &q.method,
+                &q.target,
+                &q.headers,
+            );
         }
         let cfg = svc.config();
         let route = svc.diff.lock().unwrap_or_else(|p| p.into_inner()).route(
