@@ -98,6 +98,10 @@ pub struct FailoverStatus {
     /// from the service's ports; kernel-switched services only).
     #[serde(default)]
     pub failed_requests: u64,
+    /// What the machine does next, and on what (`dry run: ` first when
+    /// the agent's mode only reports).
+    #[serde(default)]
+    pub next: String,
 }
 
 /// `POST /v1/failover/{cutover,rollback,promote}`.

@@ -203,6 +203,12 @@ pub(crate) enum Failover {
         #[arg(long)]
         json: bool,
     },
+    /// Per service: the failure probability and level, the signals behind
+    /// it, and what the machine does next.
+    Predict {
+        #[arg(long)]
+        json: bool,
+    },
     /// Moves new connections for SERVICE to its shadow (its gate must pass
     /// unless --force).
     Cutover(FailoverAction),

@@ -163,6 +163,24 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Failover(Failover::Predict { json }) => {
+            let status = control.failover_status().await?;
+            // Without probabilities (predicting off, or too early) the
+            // machines' own view still says what they do next.
+            let predict = control.predict().await.map_err(|e| e.to_string());
+            let rows = provision::failover_predictions(predict.as_ref().ok(), &status);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!(
+                    "{}",
+                    provision::render_failover_predictions(
+                        predict.as_ref().map_err(Clone::clone),
+                        &rows
+                    )
+                );
+            }
+        }
         Command::Failover(
             Failover::Cutover(ref a) | Failover::Rollback(ref a) | Failover::Promote(ref a),
         ) => {

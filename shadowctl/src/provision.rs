@@ -222,6 +222,83 @@ pub fn render_failover(rows: &[shadow_api::failover::FailoverStatus]) -> String 
     out
 }
 
+/// One service of `shadowctl failover predict`: its failure probability
+/// from `/v1/predict` beside what its failover machine does next.
+#[derive(Debug, serde::Serialize)]
+pub struct FailoverPrediction<'a> {
+    pub service: &'a str,
+    pub phase: shadow_api::failover::Phase,
+    /// `None`: the failure model has no answer for this service yet.
+    pub probability: Option<f64>,
+    pub level: shadow_api::predict::Level,
+    pub horizon_s: Option<i64>,
+    /// The largest contributions first (at most three).
+    pub signals: &'a [shadow_api::predict::Contribution],
+    pub next: &'a str,
+}
+
+/// `predict` is `None` when the agent has no probabilities (predicting
+/// off, or before its first interval): each row then has the level the
+/// failover machine last saw.
+pub fn failover_predictions<'a>(
+    predict: Option<&'a shadow_api::predict::PredictAnswer>,
+    status: &'a [shadow_api::failover::FailoverStatus],
+) -> Vec<FailoverPrediction<'a>> {
+    status
+        .iter()
+        .map(|s| {
+            let answer = predict.and_then(|p| {
+                p.scopes
+                    .iter()
+                    .find(|a| a.scope == "service" && a.name == s.service)
+            });
+            FailoverPrediction {
+                service: &s.service,
+                phase: s.phase,
+                probability: answer.map(|a| a.probability).or(s.probability),
+                level: answer.map_or(s.level, |a| a.level),
+                horizon_s: answer.map(|a| a.horizon_s),
+                signals: answer.map_or(&[][..], |a| &a.signals[..a.signals.len().min(3)]),
+                next: &s.next,
+            }
+        })
+        .collect()
+}
+
+/// `predict` is the agent's answer, or why there is none.
+pub fn render_failover_predictions(
+    predict: Result<&shadow_api::predict::PredictAnswer, String>,
+    rows: &[FailoverPrediction<'_>],
+) -> String {
+    let mut out = match predict {
+        Ok(p) => format!(
+            "thresholds: stage at {:.2}, cut over at {:.2}; learnt from {} failures\n",
+            p.thresholds.stage, p.thresholds.cutover, p.learnt_from
+        ),
+        Err(why) => format!("no failure probabilities: {why}\n"),
+    };
+    if rows.is_empty() {
+        out.push_str("no failover profiles: add [[failover.service]] to the agent's config\n");
+    }
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "\n{}  phase {}  level {}  P(fail{}) {}",
+            r.service,
+            r.phase.name(),
+            r.level.name(),
+            r.horizon_s
+                .map_or(String::new(), |h| format!(" in {}m", h / 60)),
+            r.probability.map_or("-".into(), |p| format!("{p:.3}")),
+        );
+        for c in r.signals {
+            let _ = writeln!(out, "  {:+.2}  {}: {}", c.log_odds, c.signal, c.detail);
+        }
+        let _ = writeln!(out, "  next: {}", r.next);
+    }
+    out
+}
+
 pub fn render_failover_events(events: &[shadow_api::failover::FailoverEvent]) -> String {
     let mut out = String::new();
     if events.is_empty() {

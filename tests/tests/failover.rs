@@ -669,6 +669,29 @@ fn the_agent_cuts_over_and_back_when_told_refuses_what_it_should_and_resumes_aft
         ok && status.contains("web") && status.contains("primary"),
         "{status}"
     );
+    // A shadow that is not there is said at start, not at the first cutover.
+    assert!(
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains("does not answer its check at start") && l.contains("api")),
+        "{}",
+        agent.log()
+    );
+    // What each machine does next, beside its probability.
+    let (ok, predict) = shadowctl(&agent_dir, &["failover", "predict"]);
+    assert!(
+        ok && predict.contains("web  phase primary")
+            && predict
+                .contains("next: dry run (an event only): stage when the level reaches stage"),
+        "{predict}"
+    );
+    let (ok, predict) = shadowctl(&agent_dir, &["failover", "predict", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&predict).expect("predict JSON");
+    assert!(
+        ok && rows[0]["service"] == "web" && rows[0]["level"] == "ok",
+        "{predict}"
+    );
     // Dry run by default: "dry"'s primary never answers and its shadow
     // does, so the machine would cut over; it only says so.
     shadow_tests::wait_until_ok(Duration::from_secs(10), "a dry-run event", || {

@@ -379,7 +379,7 @@ fn a_hundred_concurrent_connections_are_all_mirrored() {
     all.extend(m.shadow_log(1));
     let mut want: Vec<String> = (0..100).map(|i| format!("/concurrent/{i}")).collect();
     want.sort();
-    assert_eq!(paths(&all), want, "{}", m.log());
+    assert_eq!(paths(&all), want, "{:?}\n{}", m.status(), m.log());
     assert!(
         !a.is_empty() && !b.is_empty(),
         "load spread over both targets: {} / {}",

@@ -249,6 +249,60 @@ impl Machine {
         }
     }
 
+    /// What the machine does next, and on what, in words: the answer to
+    /// "what happens if this prediction holds" (`shadowctl failover
+    /// predict`). `level` and `shadow_ok` are the last check's.
+    pub fn next(&self, level: Level, shadow_ok: bool, rules: &Rules, now_ms: u64) -> String {
+        let fails = format!(
+            "the primary fails {} consecutive checks ({} so far)",
+            rules.fail_limit, self.primary_failures
+        );
+        let on_for = Duration::from_millis(now_ms.saturating_sub(self.since_ms));
+        match self.phase {
+            Phase::Primary if level >= Level::Stage => {
+                "stage now: run the profile's sync and warm steps on the shadow".into()
+            }
+            Phase::Primary => format!("stage when the level reaches stage; cut over if {fails}"),
+            Phase::Staged if level >= Level::Cutover && shadow_ok => {
+                "cut over now: the gate, then new connections to the shadow".into()
+            }
+            Phase::Staged if level >= Level::Cutover => {
+                "nothing: the level is cutover, but the shadow is not healthy".into()
+            }
+            Phase::Staged => {
+                let below = Duration::from_millis(now_ms.saturating_sub(self.last_stage_ms));
+                format!(
+                    "cut over when the level reaches cutover or {fails}; unstage after {}s more below stage",
+                    rules.unstage_after.saturating_sub(below).as_secs()
+                )
+            }
+            Phase::OnShadow => {
+                let back = match self.cause {
+                    _ if self.primary_failed_since_cutover => format!(
+                        "roll back once the primary passes {} consecutive checks ({} so far)",
+                        rules.recover_checks, self.primary_successes
+                    ),
+                    Some(Cause::Predicted) => format!(
+                        "roll back as a false positive in {}s unless the primary fails",
+                        rules.false_positive.saturating_sub(on_for).as_secs()
+                    ),
+                    _ => match rules.promote_after {
+                        Some(after) => format!(
+                            "promote in {}s if the shadow stays healthy",
+                            after.saturating_sub(on_for).as_secs()
+                        ),
+                        None => "stay on the shadow until asked".into(),
+                    },
+                };
+                format!(
+                    "{back}; roll back sooner if the shadow fails {} consecutive checks ({} so far)",
+                    rules.shadow_fail_limit, self.shadow_failures
+                )
+            }
+            Phase::Promoted => "nothing: promoted, it stays on the shadow".into(),
+        }
+    }
+
     /// The orchestrator did `to` (stage, cutover, rollback, ...).
     pub fn enter(&mut self, to: Phase, cause: Option<Cause>, now_ms: u64) {
         self.phase = to;
@@ -291,6 +345,37 @@ mod tests {
             _ => {}
         }
         a
+    }
+
+    #[test]
+    fn next_says_what_each_phase_waits_for() {
+        let rules = Rules::default();
+        let mut m = Machine::default();
+        assert!(m.next(Level::Ok, true, &rules, 0).starts_with("stage when"));
+        assert!(
+            m.next(Level::Stage, true, &rules, 0)
+                .starts_with("stage now")
+        );
+        step(&mut m, obs(0, Level::Stage, true, true), &rules);
+        let n = m.next(Level::Ok, true, &rules, 100_000);
+        assert!(n.contains("unstage after 500s"), "{n}");
+        assert!(
+            m.next(Level::Cutover, true, &rules, 0)
+                .starts_with("cut over now")
+        );
+        assert!(
+            m.next(Level::Cutover, false, &rules, 0)
+                .starts_with("nothing")
+        );
+        step(&mut m, obs(10, Level::Cutover, true, true), &rules);
+        let n = m.next(Level::Ok, true, &rules, 70_000);
+        assert!(n.contains("false positive in 240s"), "{n}");
+        step(&mut m, obs(20, Level::Ok, false, true), &rules);
+        step(&mut m, obs(21, Level::Ok, false, true), &rules);
+        step(&mut m, obs(22, Level::Ok, false, true), &rules);
+        step(&mut m, obs(23, Level::Ok, true, true), &rules);
+        let n = m.next(Level::Ok, true, &rules, 23_000);
+        assert!(n.contains("passes 5 consecutive checks (1 so far)"), "{n}");
     }
 
     #[test]

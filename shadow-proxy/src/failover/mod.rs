@@ -432,6 +432,16 @@ impl Orchestrator {
                     }
                     (SwitchSettings::Kernel, None) => unreachable!("attached above"),
                 };
+                // Said at once, not at the first failed cutover: a shadow
+                // that is not there is refused until it answers.
+                let shadow_ok = s.shadow.passes();
+                if !shadow_ok {
+                    tracing::warn!(
+                        service = %s.name,
+                        shadow_port = s.shadow_port,
+                        "Failover shadow does not answer its check at start: a cutover to it is refused until it does"
+                    );
+                }
                 Mutex::new(Service {
                     switch,
                     ramp: None,
@@ -442,10 +452,14 @@ impl Orchestrator {
                     machine,
                     settings: s,
                     primary_ok: true,
-                    shadow_ok: true,
+                    shadow_ok,
                     level: Level::Ok,
                     probability: None,
-                    reason: "started".into(),
+                    reason: if shadow_ok {
+                        "started".into()
+                    } else {
+                        "started; the shadow does not answer its check".into()
+                    },
                     resets_seen: 0,
                     settle_until_ms: 0,
                     failed_requests: 0,
@@ -1170,6 +1184,16 @@ impl Orchestrator {
                     probability: s.probability,
                     reason: s.reason.clone(),
                     failed_requests: s.failed_requests,
+                    next: {
+                        let next =
+                            s.machine
+                                .next(s.level, s.shadow_ok, &s.settings.rules, now_ms());
+                        if self.apply {
+                            next
+                        } else {
+                            format!("dry run (an event only): {next}")
+                        }
+                    },
                 }
             })
             .collect()
