@@ -294,6 +294,9 @@ fn keep_alive_and_pipelined_requests_reach_the_shadow_exactly() {
         assert_eq!(r["method"], "GET");
         assert_eq!(header(r, "host"), Some(host.as_str()), "{r}");
         assert_eq!(header(r, "x-shadow-request"), Some("1"), "{r}");
+        // The live client, not the agent, is who asked.
+        assert_eq!(header(r, "x-forwarded-for"), Some("127.0.0.1"), "{r}");
+        assert_eq!(header(r, "forwarded"), Some("for=127.0.0.1"), "{r}");
         assert_eq!(r["body_len"], 0);
     }
     let pipelined: Vec<&Value> = log

@@ -117,6 +117,8 @@ struct RawService {
     max_in_flight: Option<usize>,
     #[serde(default = "yes")]
     rewrite_host: bool,
+    #[serde(default = "yes")]
+    forward_client: bool,
     shadow_header: Option<String>,
     #[serde(default)]
     redact_headers: Vec<String>,
@@ -380,6 +382,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             timeout,
             max_in_flight: s.max_in_flight.unwrap_or(256).max(1),
             rewrite_host: s.rewrite_host,
+            forward_client: s.forward_client,
             shadow_header: s.shadow_header.unwrap_or_else(|| "X-Shadow-Request".into()),
             redact_headers: redact,
             allow_methods: Vec::new(),

@@ -181,6 +181,9 @@ pub struct ServiceConfig {
     pub timeout: Duration,
     pub max_in_flight: usize,
     pub rewrite_host: bool,
+    /// The live client's address is appended to `X-Forwarded-For` and
+    /// `Forwarded` (the shadow sees who asked, not the agent).
+    pub forward_client: bool,
     pub shadow_header: String,
     /// Lower-case names of headers whose values are replaced by a stable hash.
     pub redact_headers: Vec<String>,

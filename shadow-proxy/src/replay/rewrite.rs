@@ -2,6 +2,8 @@
 //! whether it goes at all. Pure functions over the service's rules, so each
 //! rule is tested on its own.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use hyper::{Request, Uri, header::HeaderName, header::HeaderValue};
 use sha2::{Digest, Sha256};
@@ -154,12 +156,46 @@ impl crate::util::Sourced for BuildError {
     }
 }
 
-/// Builds the request sent to `target`.
+/// `X-Forwarded-For` and `Forwarded` with `client` appended to what the
+/// request already carried (its proxies' hops stay first).
+fn forwarded(req: &Captured, client: IpAddr) -> [(&'static str, String); 2] {
+    let prior = |name: &str| -> Option<String> {
+        let values: Vec<String> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(&h.value).trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
+    let node = match client {
+        IpAddr::V4(v4) => v4.to_string(),
+        // RFC 7239: an IPv6 node is bracketed and quoted.
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let join = |prior: Option<String>, hop: String| match prior {
+        Some(p) => format!("{p}, {hop}"),
+        None => hop,
+    };
+    [
+        (
+            "x-forwarded-for",
+            join(prior("x-forwarded-for"), client.to_string()),
+        ),
+        ("forwarded", join(prior("forwarded"), format!("for={node}"))),
+    ]
+}
+
+/// Builds the request sent to `target`. `client` is the live client's
+/// address, forwarded unless the service says `forward_client = false`.
 pub fn build(
     req: &Captured,
     svc: &ServiceConfig,
     target: &Uri,
+    client: Option<IpAddr>,
 ) -> Result<Request<Bytes>, BuildError> {
+    let client = client.filter(|_| svc.forward_client);
     let path = rewrite_target(&req.target, &svc.rewrites);
     let authority = target.authority().ok_or(BuildError::NoAuthority)?;
     let uri = Uri::builder()
@@ -182,6 +218,9 @@ pub fn build(
         if HOP_BY_HOP.contains(&lower.as_str()) {
             continue;
         }
+        if client.is_some() && (lower == "x-forwarded-for" || lower == "forwarded") {
+            continue;
+        }
         if svc.rewrites.iter().any(|r| matches!(r, Rewrite::RemoveHeader(n) | Rewrite::SetHeader { name: n, .. } if n.eq_ignore_ascii_case(&lower))) {
             continue;
         }
@@ -196,6 +235,15 @@ pub fn build(
         };
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| header(e.into()))?;
         b = b.header(name, value);
+    }
+    if let Some(ip) = client {
+        for (name, value) in forwarded(req, ip) {
+            let value = HeaderValue::from_str(&value).map_err(|e| BuildError::Header {
+                name: name.into(),
+                source: e.into(),
+            })?;
+            b = b.header(name, value);
+        }
     }
     for r in &svc.rewrites {
         if let Rewrite::SetHeader { name, value } = r {
@@ -314,7 +362,7 @@ mod tests {
                 ("Accept", "*/*"),
             ],
         );
-        let out = build(&r, &s, &"http://127.0.0.1:9001".parse().unwrap()).unwrap();
+        let out = build(&r, &s, &"http://127.0.0.1:9001".parse().unwrap(), None).unwrap();
         assert_eq!(out.uri(), "http://127.0.0.1:9001/v2/items?id=3");
         let h = out.headers();
         assert_eq!(h["host"], "127.0.0.1-shadow:9001");
@@ -345,8 +393,39 @@ mod tests {
     fn host_rewrite_can_be_switched_off() {
         let s = svc("rewrite_host = false\nshadow_header = \"X-Mirror\"\n");
         let r = req("GET", "/", &[("Host", "api.example")]);
-        let out = build(&r, &s, &"http://127.0.0.1:9001".parse().unwrap()).unwrap();
+        let out = build(&r, &s, &"http://127.0.0.1:9001".parse().unwrap(), None).unwrap();
         assert_eq!(out.headers()["host"], "api.example");
         assert_eq!(out.headers()["x-mirror"], "1");
+    }
+
+    #[test]
+    fn the_client_address_is_forwarded_and_its_characteristics_kept() {
+        let target: Uri = "http://127.0.0.1:9001".parse().unwrap();
+        let r = req(
+            "GET",
+            "/",
+            &[
+                ("User-Agent", "curl/8.5"),
+                ("CF-IPCountry", "NZ"),
+                ("X-Forwarded-For", "203.0.113.7"),
+                ("Forwarded", "for=203.0.113.7"),
+            ],
+        );
+        let client = Some("198.51.100.2".parse().unwrap());
+        let out = build(&r, &svc(""), &target, client).unwrap();
+        let h = out.headers();
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 198.51.100.2");
+        assert_eq!(h["forwarded"], "for=203.0.113.7, for=198.51.100.2");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["user-agent"], "curl/8.5");
+        assert_eq!(h["cf-ipcountry"], "NZ");
+        // A first hop, over IPv6: quoted and bracketed (RFC 7239).
+        let r = req("GET", "/", &[]);
+        let out = build(&r, &svc(""), &target, Some("2001:db8::1".parse().unwrap())).unwrap();
+        assert_eq!(out.headers()["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(out.headers()["forwarded"], "for=\"[2001:db8::1]\"");
+        // Off: the request's own headers, as they were.
+        let out = build(&r, &svc("forward_client = false\n"), &target, client).unwrap();
+        assert!(out.headers().get("x-forwarded-for").is_none());
     }
 }

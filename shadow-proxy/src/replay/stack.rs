@@ -183,12 +183,16 @@ impl Service<ShadowRequest> for Shadow {
         let (client, target) = (self.client.clone(), self.target.clone());
         Box::pin(async move {
             let name = || target.to_string();
-            let built = rewrite::build(&req.item.exchange.request, &req.cfg, &target).map_err(
-                |source| Failure::Rewrite {
-                    target: name(),
-                    source,
-                },
-            )?;
+            let built = rewrite::build(
+                &req.item.exchange.request,
+                &req.cfg,
+                &target,
+                Some(req.item.flow.client.ip()),
+            )
+            .map_err(|source| Failure::Rewrite {
+                target: name(),
+                source,
+            })?;
             let started = Instant::now();
             let resp = client
                 .request(built.map(Full::new))
