@@ -20,6 +20,12 @@ pub(super) struct Flow {
     /// buffers may deliver late.
     pub(super) early: Vec<Segment>,
     pub(super) early_bytes: usize,
+    /// Server segments that acknowledge client bytes not delivered yet,
+    /// with the client offset each needs: per-CPU capture buffers may hand
+    /// over a response before the request it answers, and the HTTP pairing
+    /// must see them in the order the server did.
+    pub(super) held: std::collections::VecDeque<(u64, Segment)>,
+    pub(super) held_bytes: usize,
     pub(super) last_ts: u64,
     /// When a peer first acknowledged a FIN with bytes before it missing.
     pub(super) stuck_since: Option<u64>,
@@ -32,6 +38,8 @@ impl Flow {
             to_client: None,
             early: Vec::new(),
             early_bytes: 0,
+            held: std::collections::VecDeque::new(),
+            held_bytes: 0,
             last_ts: ts,
             stuck_since: None,
         }
@@ -42,13 +50,13 @@ impl Flow {
     }
 
     pub(super) fn buffered(&self) -> usize {
-        self.early_bytes + self.streams().map(|s| s.pending_bytes).sum::<usize>()
+        self.early_bytes + self.held_bytes + self.streams().map(|s| s.pending_bytes).sum::<usize>()
     }
 
     pub(super) fn end_with(&self, clean: CloseReason, gap: DropReason) -> End {
         if !self.early.is_empty() {
             End::Drop(DropReason::MidStream)
-        } else if self.streams().any(Stream::has_gap) {
+        } else if !self.held.is_empty() || self.streams().any(Stream::has_gap) {
             End::Drop(gap)
         } else {
             End::Close(clean)
@@ -81,6 +89,7 @@ impl Flow {
         }
         // A SYN takes one sequence number; TCP Fast Open data follows it.
         let syn = pkt.has(SYN);
+        let acks = pkt.has(ACK);
         let seq = pkt.seq.wrapping_add(u32::from(syn));
         let seg = Segment {
             seq,
@@ -88,11 +97,45 @@ impl Flow {
             fin: pkt.flags & FIN != 0,
         };
         match pkt.dir {
-            Direction::ToServer => self.to_server.accept(seg, sink),
+            Direction::ToServer => {
+                self.to_server.accept(seg, sink);
+                self.release(sink);
+            }
             Direction::ToClient if syn && pkt.flags & ACK != 0 => self.syn_ack(pkt.seq, seg, sink),
-            Direction::ToClient => self.server_segment(seg, sink),
+            Direction::ToClient => {
+                // The client bytes this segment's ACK says the server had.
+                let needs = self.to_server.offset(pkt.ack);
+                let carries = seg.fin || !seg.payload.is_empty();
+                if carries && acks && (!self.held.is_empty() || needs > self.client_delivered()) {
+                    self.held_bytes += seg.payload.len();
+                    self.held
+                        .push_back((u64::try_from(needs).unwrap_or(0), seg));
+                } else {
+                    self.server_segment(seg, sink);
+                }
+            }
         }
         self.settled(pkt.ts_ns)
+    }
+
+    /// The client's sequence space delivered so far (its FIN counts one).
+    fn client_delivered(&self) -> i64 {
+        self.to_server.next as i64 + i64::from(self.to_server.complete())
+    }
+
+    /// Hands over the held server segments whose client bytes have arrived,
+    /// in the order they came.
+    fn release(&mut self, sink: &mut Sink) {
+        let dir = std::mem::replace(&mut sink.dir, Direction::ToClient);
+        while let Some((needs, _)) = self.held.front() {
+            if *needs as i64 > self.client_delivered() {
+                break;
+            }
+            let (_, seg) = self.held.pop_front().expect("a front");
+            self.held_bytes -= seg.payload.len();
+            self.server_segment(seg, sink);
+        }
+        sink.dir = dir;
     }
 
     pub(super) fn syn_ack(&mut self, isn: u32, seg: Segment, sink: &mut Sink) {

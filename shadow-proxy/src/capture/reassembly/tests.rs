@@ -135,7 +135,9 @@ fn check_accounting(t: &FlowTable) {
     for f in t.flows.values() {
         let early: usize = f.early.iter().map(|e| e.payload.len()).sum();
         assert_eq!(f.early_bytes, early);
-        total += early;
+        let held: usize = f.held.iter().map(|(_, e)| e.payload.len()).sum();
+        assert_eq!(f.held_bytes, held);
+        total += early + held;
     }
     for s in t.flows.values().flat_map(Flow::streams) {
         assert_eq!(
@@ -338,4 +340,50 @@ fn rst_closes_or_drops_with_a_hole() {
     let ev = feed(&mut t, [b.data(C, 2, b"hi"), b.seg(C, 4, RST, b"")]);
     assert_eq!(ev, vec![dropped(&b, DropReason::GapAtClose)]);
     assert_eq!((t.flows(), t.buffered_bytes()), (0, 0));
+}
+
+#[test]
+fn a_response_read_before_its_request_waits_for_the_bytes_it_acknowledges() {
+    // Per-CPU buffers: the server's answer (which acknowledges 10 request
+    // bytes) is read before the request itself.
+    let (mut t, c) = (table(), Conn::new(1, 1000, 5000));
+    c.open(&mut t);
+    let (req, resp) = (b"GET / HTTP", b"HTTP/1.1 2");
+    let answer = c.raw(
+        S,
+        c.sisn.wrapping_add(1),
+        c.cisn.wrapping_add(1 + req.len() as u32),
+        ACK | PSH,
+        resp,
+    );
+    let ev = feed(&mut t, [answer]);
+    assert!(stream(&ev, S).is_empty(), "held: {ev:?}");
+    assert_eq!(t.buffered_bytes(), resp.len());
+    check_accounting(&t);
+    let ev = feed(&mut t, [c.data(C, 0, req)]);
+    let dirs: Vec<Direction> = ev
+        .iter()
+        .filter_map(|e| match e {
+            FlowEvent::Data { dir, .. } => Some(*dir),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dirs, [C, S], "the request first, then its answer");
+    assert_eq!(
+        (stream(&ev, C), stream(&ev, S)),
+        (req.to_vec(), resp.to_vec())
+    );
+    assert_eq!(t.buffered_bytes(), 0);
+    check_accounting(&t);
+    // A FIN counts one: an answer acknowledging it waits for it too.
+    let fin_ack = c.raw(
+        S,
+        c.sisn.wrapping_add(1 + resp.len() as u32),
+        c.cisn.wrapping_add(2 + req.len() as u32),
+        ACK | PSH,
+        b"00",
+    );
+    assert!(stream(&feed(&mut t, [fin_ack]), S).is_empty());
+    let ev = feed(&mut t, [c.fin(C, req.len())]);
+    assert_eq!(stream(&ev, S), b"00");
 }
