@@ -13,6 +13,10 @@ pub struct StatsView {
     pub flows_reassembled: u64,
     pub flow_drops: BTreeMap<String, u64>,
     pub requests_parsed: u64,
+    /// Requests parsed on a captured connection that request-level
+    /// sampling left out (`sample = "request"`): not asked for, not lost.
+    #[serde(default)]
+    pub sampled_out: u64,
     pub replayed: u64,
     pub not_replayed: BTreeMap<String, u64>,
     pub shadow_status: BTreeMap<u16, u64>,
@@ -24,7 +28,8 @@ pub struct StatsView {
 impl StatsView {
     /// Replayed share of the requests parsed from sampled connections.
     pub fn coverage(&self) -> Option<f64> {
-        (self.requests_parsed > 0).then(|| self.replayed as f64 / self.requests_parsed as f64)
+        let asked = self.requests_parsed.saturating_sub(self.sampled_out);
+        (asked > 0).then(|| self.replayed as f64 / asked as f64)
     }
 }
 
@@ -34,6 +39,13 @@ pub struct MirrorStatus {
     pub service: String,
     pub port: u16,
     pub percent: f64,
+    /// `connection` (the kernel samples connections at `percent`) or
+    /// `request` (it captures more, and requests are kept at `percent`).
+    #[serde(default)]
+    pub sample: String,
+    /// Connections the kernel captures, in percent.
+    #[serde(default)]
+    pub capture_percent: f64,
     pub targets: Vec<String>,
     pub packets_seen: u64,
     pub packets_sampled: u64,

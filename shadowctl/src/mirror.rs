@@ -64,8 +64,16 @@ pub(crate) fn render_diff(all: &[DiffSummary], every_route: bool) -> String {
 
 pub(crate) fn print_status(all: &[MirrorStatus]) {
     println!(
-        "{:<12} {:>6} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9}  not replayed",
-        "SERVICE", "PORT", "PERCENT", "PKTS SEEN", "SAMPLED", "REQUESTS", "REPLAYED", "COVERAGE"
+        "{:<12} {:>6} {:>8} {:<11} {:>10} {:>10} {:>9} {:>9} {:>9}  not replayed",
+        "SERVICE",
+        "PORT",
+        "PERCENT",
+        "OF",
+        "PKTS SEEN",
+        "SAMPLED",
+        "REQUESTS",
+        "REPLAYED",
+        "COVERAGE"
     );
     for s in all {
         let reasons: Vec<String> = s
@@ -75,11 +83,18 @@ pub(crate) fn print_status(all: &[MirrorStatus]) {
             .chain(s.stats.flow_drops.iter())
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        // Per request: the kernel captures more connections than asked.
+        let of = if s.sample == "request" {
+            format!("req ({}%)", s.capture_percent)
+        } else {
+            "connections".into()
+        };
         println!(
-            "{:<12} {:>6} {:>7}% {:>10} {:>10} {:>9} {:>9} {:>9}  {}",
+            "{:<12} {:>6} {:>7}% {:<11} {:>10} {:>10} {:>9} {:>9} {:>9}  {}",
             s.service,
             s.port,
             s.percent,
+            of,
             s.packets_seen,
             s.packets_sampled,
             s.stats.requests_parsed,

@@ -207,7 +207,9 @@ impl Mirror {
                 let out = self.shadowctl(&["mirror", "capture"]);
                 let cap: shadow_proxy::capture::pipeline::PipelineView =
                     serde_json::from_slice(&out.stdout).expect("capture JSON");
-                let accounted = st.stats.replayed + st.stats.not_replayed.values().sum::<u64>();
+                let accounted = st.stats.replayed
+                    + st.stats.sampled_out
+                    + st.stats.not_replayed.values().sum::<u64>();
                 let settled = cap.samples + cap.lost >= st.packets_sampled
                     && cap.flows == 0
                     && cap.buffered_bytes == 0
@@ -388,6 +390,45 @@ fn a_hundred_concurrent_connections_are_all_mirrored() {
         "load spread over both targets: {} / {}",
         a.len(),
         b.len()
+    );
+}
+
+#[test]
+fn request_sampling_mirrors_the_share_asked_over_a_few_keep_alive_connections() {
+    let Some(_k) =
+        kernel_test("request_sampling_mirrors_the_share_asked_over_a_few_keep_alive_connections")
+    else {
+        return;
+    };
+    // 16 pooled connections: sampled per connection, 10 % is 0, 1, 2 or 3
+    // of them (0 %, 6 %, 12 %, 19 % of requests); per request it is 10 %.
+    let m = Mirror::start("reqs", 10.0, &["normal"], "sample = \"request\"\n");
+    let (conns, reqs) = (16, 100);
+    let r = m.client("pool", &[&conns.to_string(), &reqs.to_string()]);
+    let n = conns * reqs;
+    assert_eq!(r.len(), n);
+    assert!(
+        r.iter().all(|x| x["status"] == 200),
+        "every live request answered"
+    );
+    m.settle(Duration::from_secs(15));
+    let st = m.status();
+    assert_eq!((st.sample.as_str(), st.capture_percent), ("request", 100.0));
+    let mirrored = m.shadow_log(0).len();
+    let share = mirrored as f64 / n as f64 * 100.0;
+    assert!(
+        (8.0..=12.0).contains(&share),
+        "{mirrored} of {n} requests ({share:.1} %) mirrored at 10 % per request\n{st:?}"
+    );
+    // What was left out is said as such, not as lost: coverage is of what
+    // was asked for.
+    assert_eq!(st.stats.requests_parsed, n as u64, "{st:?}");
+    assert_eq!(st.stats.sampled_out + st.stats.replayed, n as u64, "{st:?}");
+    assert_eq!(st.coverage, Some(1.0), "{st:?}");
+    let text = m.shadowctl(&["mirror", "status"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("req (100%)"),
+        "{text:?}"
     );
 }
 

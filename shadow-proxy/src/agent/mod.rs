@@ -424,7 +424,8 @@ fn start_shadowing(
     let mut ports = Vec::new();
     for (slot, svc) in config.services.iter().enumerate() {
         let st = Arc::new(ServiceStats::new(&svc.name));
-        capture.set_sampling(svc.port, slot as u32, svc.per_ten_thousand)?;
+        let captured = crate::replay::sample::capture_rate(svc.per_ten_thousand, svc.per_request);
+        capture.set_sampling(svc.port, slot as u32, captured)?;
         stats.insert(svc.port, st.clone());
         services.insert(svc.port, Arc::new(ServiceReplay::new(svc.clone(), st)));
         ports.push((svc.name.clone(), svc.port, slot as u32));
@@ -432,6 +433,8 @@ fn start_shadowing(
             service = %svc.name,
             port = svc.port,
             percent = f64::from(svc.per_ten_thousand) / 100.0,
+            sample = if svc.per_request { "request" } else { "connection" },
+            capture_percent = f64::from(captured) / 100.0,
             targets = svc.targets.len(),
             "Shadowing"
         );

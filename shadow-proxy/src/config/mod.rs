@@ -112,6 +112,8 @@ struct RawService {
     port: u16,
     #[serde(default)]
     percent: f64,
+    /// `connection` (default) or `request`.
+    sample: Option<String>,
     targets: Vec<String>,
     timeout: Option<String>,
     max_in_flight: Option<usize>,
@@ -251,6 +253,16 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         let per_ten_thousand =
             percent_to_hundredths(s.percent).map_err(|r| invalid(key("percent"), r))?;
+        let per_request = match s.sample.as_deref() {
+            None | Some("connection") => false,
+            Some("request") => true,
+            Some(other) => {
+                return Err(invalid(
+                    key("sample"),
+                    format!("{other:?} is neither \"connection\" nor \"request\""),
+                ));
+            }
+        };
         if s.targets.is_empty() {
             return Err(invalid(
                 key("targets"),
@@ -378,6 +390,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             name: s.name,
             port: s.port,
             per_ten_thousand,
+            per_request,
             targets,
             timeout,
             max_in_flight: s.max_in_flight.unwrap_or(256).max(1),

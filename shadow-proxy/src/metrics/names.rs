@@ -54,6 +54,7 @@ pub const CAPTURE_TRUNCATED: &str = "shadow_capture_truncated_total";
 pub const CAPTURE_LOST: &str = "shadow_capture_lost_samples_total";
 pub const FLOWS: &str = "shadow_capture_flows_total";
 pub const REQUESTS_PARSED: &str = "shadow_capture_requests_total";
+pub const REQUESTS_SAMPLED_OUT: &str = "shadow_capture_requests_sampled_out_total";
 pub const REPLAYED: &str = "shadow_replay_requests_total";
 pub const REPLAY_DROPS: &str = "shadow_replay_dropped_total";
 pub const LATENCY_DELTA: &str = "shadow_replay_latency_delta_seconds";

@@ -50,6 +50,14 @@ impl ServiceStats {
         metrics::counter!(names::REQUESTS_PARSED, "service" => self.service.clone()).increment(1);
     }
 
+    /// A request on a captured connection that request-level sampling left
+    /// out (not a drop: it was never asked for).
+    pub fn sampled_out(&self) {
+        self.with(|s| s.sampled_out += 1);
+        metrics::counter!(names::REQUESTS_SAMPLED_OUT, "service" => self.service.clone())
+            .increment(1);
+    }
+
     /// A sampled request that was not replayed (or not fully), by reason.
     pub fn not_replayed(&self, reason: impl Into<Drop>) {
         let reason = reason.into().as_str();

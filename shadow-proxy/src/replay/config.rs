@@ -177,6 +177,10 @@ pub struct ServiceConfig {
     pub port: u16,
     /// Hundredths of a percent of connections (0..=10000).
     pub per_ten_thousand: u32,
+    /// `sample = "request"`: `per_ten_thousand` is a share of requests, kept
+    /// from connections the kernel captures at a higher rate
+    /// ([`super::sample`]).
+    pub per_request: bool,
     pub targets: Vec<Uri>,
     pub timeout: Duration,
     pub max_in_flight: usize,

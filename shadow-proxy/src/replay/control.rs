@@ -88,6 +88,15 @@ impl Control {
                     service: name.clone(),
                     port: *port,
                     percent: f64::from(cfg.per_ten_thousand) / 100.0,
+                    sample: if cfg.per_request {
+                        "request"
+                    } else {
+                        "connection"
+                    }
+                    .into(),
+                    capture_percent: f64::from(
+                        svc.captured.load(std::sync::atomic::Ordering::Relaxed),
+                    ) / 100.0,
                     // The configured targets, then the local replicas the
                     // provisioner registered.
                     targets: cfg
@@ -208,16 +217,25 @@ impl Control {
                 key: "percent".into(),
                 reason,
             })?;
+        let captured = super::sample::capture_rate(
+            hundredths,
+            svc.cfg
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .per_request,
+        );
         self.capture
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .set_sampling(port, slot, hundredths)
+            .set_sampling(port, slot, captured)
             .map_err(ControlError::Capture)?;
         svc.cfg
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .per_ten_thousand = hundredths;
-        self.replayer.traffic.set_sampling(service, hundredths);
+        svc.captured
+            .store(captured, std::sync::atomic::Ordering::Relaxed);
+        self.replayer.traffic.set_sampling(service, captured);
         tracing::info!(service, percent, "Mirror percentage changed");
         Ok(self
             .status()

@@ -15,6 +15,7 @@ pub mod learn;
 pub mod recent;
 pub mod record;
 pub mod rewrite;
+pub mod sample;
 pub mod stack;
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,11 @@ pub struct ServiceReplay {
     /// balanced beside the configured ones.
     discovered: Mutex<Vec<Uri>>,
     stack: Mutex<Stack>,
+    /// Keeps `per_ten_thousand / captured` of the requests captured
+    /// (`sample = "request"`).
+    sampler: Mutex<sample::RequestSampler>,
+    /// Hundredths of a percent of connections the kernel captures.
+    pub captured: std::sync::atomic::AtomicU32,
 }
 
 impl ServiceReplay {
@@ -100,6 +106,13 @@ impl ServiceReplay {
             discovered: Mutex::new(Vec::new()),
             client,
             in_flight,
+            sampler: Mutex::new(sample::RequestSampler::new(
+                crate::util::unix_ms() ^ u64::from(cfg.port),
+            )),
+            captured: std::sync::atomic::AtomicU32::new(sample::capture_rate(
+                cfg.per_ten_thousand,
+                cfg.per_request,
+            )),
             cfg: RwLock::new(cfg),
             stats,
         }
@@ -179,11 +192,12 @@ impl Replayer {
         kernel_context: Option<Arc<dyn ContextSource>>,
     ) -> Self {
         let configs: Vec<ServiceConfig> = services.values().map(|s| s.config()).collect();
-        let traffic = traffic::Traffic::new(
-            configs
-                .iter()
-                .map(|c| (c.name.as_str(), c.per_ten_thousand)),
-        );
+        let traffic = traffic::Traffic::new(configs.iter().map(|c| {
+            (
+                c.name.as_str(),
+                sample::capture_rate(c.per_ten_thousand, c.per_request),
+            )
+        }));
         Self {
             services,
             traffic,
@@ -249,17 +263,25 @@ impl Replayer {
             &item.exchange.request.method,
             &item.exchange.request.target,
         );
-        self.traffic.observe(
-            &cfg.name,
-            &route,
-            cfg.per_ten_thousand,
-            item.id,
-            &item.exchange,
-        );
+        // Every captured request counts in the live series, scaled by the
+        // rate it was captured at.
+        let captured = svc.captured.load(std::sync::atomic::Ordering::Relaxed);
+        self.traffic
+            .observe(&cfg.name, &route, captured, item.id, &item.exchange);
         self.live_gets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .learn(&item, &cfg, &svc);
+        if cfg.per_request
+            && !svc
+                .sampler
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keep(cfg.per_ten_thousand, captured)
+        {
+            svc.stats.sampled_out();
+            return;
+        }
         if let Err(skip) = rewrite::decide(&item.exchange.request, &cfg) {
             svc.stats.not_replayed(skip);
             return;

@@ -285,6 +285,36 @@ fn client(addr: SocketAddr, scenario: &str, args: &[String]) -> Result<()> {
                 report(s, &b);
             }
         }
+        "pool" => {
+            // CONNS keep-alive connections at once (a pooled client), each
+            // asking REQS requests in turn.
+            let (conns, reqs) = (n(0, 16), n(1, 100));
+            let handles: Vec<_> = (0..conns)
+                .map(|c| {
+                    std::thread::spawn(move || -> Result<Vec<(u16, Vec<u8>)>> {
+                        let s = TcpStream::connect(addr)?;
+                        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                        let mut s = BufReader::new(s);
+                        (0..reqs)
+                            .map(|i| {
+                                let path = format!("/pool/{c}/{i}");
+                                s.get_mut()
+                                    .write_all(&request("GET", &path, "", b"", false))?;
+                                read_response(&mut s)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            for h in handles {
+                let answers = h
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+                for (s, b) in answers {
+                    report(s, &b);
+                }
+            }
+        }
         "pipelined" => {
             let mut c = connect()?;
             let mut all = Vec::new();
