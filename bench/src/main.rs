@@ -5,6 +5,7 @@
 //! detached and attached, alternating the order each round so drift cancels.
 //! Reports medians and attached/detached ratios, measured in the same run.
 
+mod bpfstats;
 mod diff;
 mod failover;
 mod failure;

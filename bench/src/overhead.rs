@@ -272,6 +272,22 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
             );
         }
     }
+    // One more attached run with the kernel's run-time statistics on (not
+    // in the ratios: they add two clock reads per run): what each program
+    // costs per event.
+    println!("attached, BPF run-time statistics on");
+    let stats = {
+        let _on = crate::bpfstats::enable()?;
+        let before_agent = crate::bpfstats::snapshot();
+        let a = AgentProc::start(agent, &dir, &[])?;
+        let start = crate::bpfstats::snapshot();
+        let t = Instant::now();
+        let s = measure(&nginx, &fio_file, seconds)?;
+        let rows = crate::bpfstats::delta(&before_agent, &start, &crate::bpfstats::snapshot());
+        let wall = t.elapsed();
+        drop(a);
+        (s, rows, wall)
+    };
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -287,8 +303,10 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     let _ = writeln!(md, "# Telemetry overhead: agent attached vs detached\n");
     let _ = writeln!(
         md,
-        "Command: `cargo xtask bench --seconds {seconds} --rounds {rounds}`. {rounds} rounds, \
-         order rotated each round; medians. Kernel {}, {} CPUs.\n",
+        "Command: `shadow-bench {}` (`cargo xtask bench --seconds {seconds} --rounds {rounds}` \
+         runs it with the release agent). {rounds} rounds, order rotated each round; medians. \
+         Kernel {}, {} CPUs.\n",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
@@ -318,6 +336,18 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
         cpu * 100.0,
         agent_rss as f64 / (1024.0 * 1024.0)
     );
+    let (s, rows, wall) = stats;
+    let _ = writeln!(
+        md,
+        "\n## Each program's cost (the kernel's BPF statistics)\n\n\
+         One more attached run of both workloads ({:.0} s, http {:.0} req/s, disk {:.0} IOPS) with \
+         `BPF_ENABLE_STATS` on: `run_cnt` and `run_time_ns` of each program the agent loaded. \
+         Statistics add two clock reads per run, so this run is not in the ratios above.\n",
+        wall.as_secs_f64(),
+        s.http_rps,
+        s.disk_iops
+    );
+    md.push_str(&crate::bpfstats::table(&rows, wall));
     print!("\n{md}");
     if let Some(parent) = report.parent() {
         std::fs::create_dir_all(parent)?;
