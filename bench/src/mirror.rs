@@ -88,15 +88,24 @@ struct Agent {
 
 impl Agent {
     fn start(bin: &Path, dir: &Path, p: &Ports) -> Result<Self> {
+        Self::start_at(bin, dir, p, Some(100.0))
+    }
+
+    /// `percent`: the service's sampling; `None`: telemetry only (no
+    /// `[[service]]`, so no classifier).
+    fn start_at(bin: &Path, dir: &Path, p: &Ports, percent: Option<f64>) -> Result<Self> {
         let cfg = dir.join("shadow.toml");
         std::fs::write(
             &cfg,
-            format!(
-                "[capture]\ninterface = \"lo\"\nqueue = 100000\n[[service]]\nname = \"web\"\nport = {}\n\
-                 percent = 100\ntargets = [\"http://127.0.0.1:{}\"]\ntimeout = \"5s\"\nmax_in_flight = 512\n\
-                 [service.diff]\nnoise_fraction = 0.0\n",
-                p.live, p.shadow
-            ),
+            match percent {
+                Some(percent) => format!(
+                    "[capture]\ninterface = \"lo\"\nqueue = 100000\n[[service]]\nname = \"web\"\nport = {}\n\
+                     percent = {percent}\ntargets = [\"http://127.0.0.1:{}\"]\ntimeout = \"5s\"\nmax_in_flight = 512\n\
+                     [service.diff]\nnoise_fraction = 0.0\n",
+                    p.live, p.shadow
+                ),
+                None => String::new(),
+            },
         )?;
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
@@ -140,6 +149,26 @@ impl Drop for Agent {
     }
 }
 
+/// The agent settings of the ladder: telemetry only, then the classifier.
+const LADDER: [Option<f64>; 4] = [None, Some(0.0), Some(1.0), Some(10.0)];
+
+fn ladder_name(percent: Option<f64>) -> String {
+    match percent {
+        None => "telemetry only".into(),
+        Some(p) => format!("capture at {p} %"),
+    }
+}
+
+/// One ladder run, relative to its round's no-agent run.
+#[derive(Debug, Clone, Copy)]
+struct Rung {
+    rps: f64,
+    p99: f64,
+    /// Agent CPU, in cores.
+    cpu: f64,
+    us_per_replayed: Option<f64>,
+}
+
 fn count_lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
 }
@@ -163,6 +192,7 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     let mut completeness = Vec::new();
     let mut agent_cpu = Vec::new();
     let mut agent_rss = 0u64;
+    let mut ladder: Vec<Vec<Rung>> = vec![Vec::new(); LADDER.len()];
     for round in 0..rounds {
         let r = wrk(ports.live, seconds)?;
         println!(
@@ -200,6 +230,39 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
         );
         captured.push(r);
 
+        // The ladder: telemetry only, then the classifier at 0, 1 and 10 %,
+        // each against this round's no-agent run.
+        let base = plain[plain.len() - 1];
+        for (k, percent) in LADDER.iter().enumerate() {
+            let a = Agent::start_at(agent, &dir, &ports, *percent)?;
+            let (cpu0, _) = crate::overhead::usage(a.child.id());
+            let t = Instant::now();
+            let r = wrk(ports.live, seconds)?;
+            let (cpu1, _) = crate::overhead::usage(a.child.id());
+            let (cpu_s, wall) = (cpu1 - cpu0, t.elapsed().as_secs_f64());
+            std::thread::sleep(Duration::from_secs(1));
+            let replayed = match percent {
+                Some(_) => a.status(&shadowctl)?["stats"]["replayed"]
+                    .as_u64()
+                    .unwrap_or(0),
+                None => 0,
+            };
+            drop(a);
+            println!(
+                "round {round} {:>16}: {:.0} req/s p99 {:.3} ms, agent {:.1}% of a CPU, {replayed} replayed",
+                ladder_name(*percent),
+                r.0,
+                r.1,
+                cpu_s / wall * 100.0
+            );
+            ladder[k].push(Rung {
+                rps: r.0 / base.0,
+                p99: r.1 / base.1,
+                cpu: cpu_s / wall,
+                us_per_replayed: (replayed > 0).then(|| cpu_s * 1e6 / replayed as f64),
+            });
+        }
+
         let before = count_lines(&shadow_log);
         let r = wrk(ports.mirror, seconds)?;
         let got = count_lines(&shadow_log) - before;
@@ -216,7 +279,7 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     let (c_rps, c_p99) = (m(&captured, |x| x.0), m(&captured, |x| x.1));
     let (n_rps, n_p99) = (m(&mirrored, |x| x.0), m(&mirrored, |x| x.1));
     let comp = median(completeness.iter().map(|c| c.0).collect());
-    let cpu = median(agent_cpu);
+    let cpu = median(agent_cpu.clone());
     let mut md = String::new();
     let _ = writeln!(md, "# Traffic shadowing: live overhead and completeness\n");
     let _ = writeln!(
@@ -265,6 +328,43 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
         cpu * 100.0,
         agent_rss as f64 / (1024.0 * 1024.0)
     );
+    let per_received: Vec<f64> = completeness
+        .iter()
+        .zip(&agent_cpu)
+        .filter(|((_, _, received, _, _), _)| *received > 0)
+        .map(|((_, _, received, _, _), c)| c * seconds as f64 * 1e6 / *received as f64)
+        .collect();
+    if !per_received.is_empty() {
+        let _ = writeln!(
+            md,
+            "Agent CPU per request the shadow received at 100 %: {:.1} µs (median).",
+            median(per_received)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n## Sampling ladder\n\nThe same wrk run with the agent at each setting; ratios are \
+         against the round's no-agent run, medians over rounds.\n\n\
+         | agent | req/s ratio | p99 ratio | agent CPU (% of one) | agent CPU per mirrored request |\n\
+         |---|---|---|---|---|"
+    );
+    for (k, percent) in LADDER.iter().enumerate() {
+        let r = &ladder[k];
+        let per: Vec<f64> = r.iter().filter_map(|x| x.us_per_replayed).collect();
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {:.4} | {:.1} | {} |",
+            ladder_name(*percent),
+            median(r.iter().map(|x| x.rps).collect()),
+            median(r.iter().map(|x| x.p99).collect()),
+            median(r.iter().map(|x| x.cpu).collect()) * 100.0,
+            if per.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1} µs", median(per))
+            }
+        );
+    }
     print!("\n{md}");
     if let Some(parent) = report.parent() {
         std::fs::create_dir_all(parent)?;
