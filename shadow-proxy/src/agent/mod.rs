@@ -424,10 +424,11 @@ fn start_shadowing(
     let mut ports = Vec::new();
     for (slot, svc) in config.services.iter().enumerate() {
         let st = Arc::new(ServiceStats::new(&svc.name));
-        let captured = crate::replay::sample::capture_rate(svc.per_ten_thousand, svc.per_request);
+        let replay = Arc::new(ServiceReplay::new(svc.clone(), st.clone()));
+        let captured = replay.captured.load(std::sync::atomic::Ordering::Relaxed);
         capture.set_sampling(svc.port, slot as u32, captured)?;
-        stats.insert(svc.port, st.clone());
-        services.insert(svc.port, Arc::new(ServiceReplay::new(svc.clone(), st)));
+        stats.insert(svc.port, st);
+        services.insert(svc.port, replay);
         ports.push((svc.name.clone(), svc.port, slot as u32));
         tracing::info!(
             service = %svc.name,

@@ -101,12 +101,8 @@ pub async fn probe(
     svc: &ServiceReplay,
     p: Probe<'_>,
 ) {
-    let Ok(mut req) = rewrite::build(
-        &item.exchange.request,
-        cfg,
-        p.to,
-        Some(item.flow.client.ip()),
-    ) else {
+    let Ok(mut req) = rewrite::build(&item.exchange.request, cfg, p.to, item.flow.client.ip())
+    else {
         return;
     };
     // Lets the shadow's owners tell the second copy from the first.

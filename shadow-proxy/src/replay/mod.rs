@@ -191,13 +191,20 @@ impl Replayer {
         services: HashMap<u16, Arc<ServiceReplay>>,
         kernel_context: Option<Arc<dyn ContextSource>>,
     ) -> Self {
-        let configs: Vec<ServiceConfig> = services.values().map(|s| s.config()).collect();
-        let traffic = traffic::Traffic::new(configs.iter().map(|c| {
-            (
-                c.name.as_str(),
-                sample::capture_rate(c.per_ten_thousand, c.per_request),
-            )
-        }));
+        let configs: Vec<(ServiceConfig, u32)> = services
+            .values()
+            .map(|s| {
+                (
+                    s.config(),
+                    s.captured.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect();
+        let traffic = traffic::Traffic::new(
+            configs
+                .iter()
+                .map(|(c, captured)| (c.name.as_str(), *captured)),
+        );
         Self {
             services,
             traffic,

@@ -193,9 +193,9 @@ pub fn build(
     req: &Captured,
     svc: &ServiceConfig,
     target: &Uri,
-    client: Option<IpAddr>,
+    client: IpAddr,
 ) -> Result<Request<Bytes>, BuildError> {
-    let client = client.filter(|_| svc.forward_client);
+    let client = svc.forward_client.then_some(client);
     let path = rewrite_target(&req.target, &svc.rewrites);
     let authority = target.authority().ok_or(BuildError::NoAuthority)?;
     let uri = Uri::builder()
@@ -258,6 +258,8 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::{config::Config, http::conversation::Header};
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn svc(extra: &str) -> ServiceConfig {
         let text = format!(
@@ -362,7 +364,7 @@ mod tests {
                 ("Accept", "*/*"),
             ],
         );
-        let out = build(&r, &s, &"http://127.0.0.1:9001".parse().unwrap(), None).unwrap();
+        let out = build(&r, &s, &"http://127.0.0.1:9001".parse().unwrap(), LOCAL).unwrap();
         assert_eq!(out.uri(), "http://127.0.0.1:9001/v2/items?id=3");
         let h = out.headers();
         assert_eq!(h["host"], "127.0.0.1-shadow:9001");
@@ -393,7 +395,7 @@ mod tests {
     fn host_rewrite_can_be_switched_off() {
         let s = svc("rewrite_host = false\nshadow_header = \"X-Mirror\"\n");
         let r = req("GET", "/", &[("Host", "api.example")]);
-        let out = build(&r, &s, &"http://127.0.0.1:9001".parse().unwrap(), None).unwrap();
+        let out = build(&r, &s, &"http://127.0.0.1:9001".parse().unwrap(), LOCAL).unwrap();
         assert_eq!(out.headers()["host"], "api.example");
         assert_eq!(out.headers()["x-mirror"], "1");
     }
@@ -411,7 +413,7 @@ mod tests {
                 ("Forwarded", "for=203.0.113.7"),
             ],
         );
-        let client = Some("198.51.100.2".parse().unwrap());
+        let client = "198.51.100.2".parse().unwrap();
         let out = build(&r, &svc(""), &target, client).unwrap();
         let h = out.headers();
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 198.51.100.2");
@@ -421,7 +423,7 @@ mod tests {
         assert_eq!(h["cf-ipcountry"], "NZ");
         // A first hop, over IPv6: quoted and bracketed (RFC 7239).
         let r = req("GET", "/", &[]);
-        let out = build(&r, &svc(""), &target, Some("2001:db8::1".parse().unwrap())).unwrap();
+        let out = build(&r, &svc(""), &target, "2001:db8::1".parse().unwrap()).unwrap();
         assert_eq!(out.headers()["x-forwarded-for"], "2001:db8::1");
         assert_eq!(out.headers()["forwarded"], "for=\"[2001:db8::1]\"");
         // Off: the request's own headers, as they were.

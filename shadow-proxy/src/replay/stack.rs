@@ -187,7 +187,7 @@ impl Service<ShadowRequest> for Shadow {
                 &req.item.exchange.request,
                 &req.cfg,
                 &target,
-                Some(req.item.flow.client.ip()),
+                req.item.flow.client.ip(),
             )
             .map_err(|source| Failure::Rewrite {
                 target: name(),
