@@ -352,7 +352,7 @@ fn shadow_round(peer: &Path, rate: f64, predicted: bool) -> Result<Row> {
         let n = n.to_owned();
         std::thread::spawn(move || -> Result<()> {
             enter(&n);
-            let o = Orchestrator::start(settings)?;
+            let o = Orchestrator::start(settings, &Default::default())?;
             let level = |_: &str| {
                 let t = Instant::now().saturating_duration_since(start);
                 let l = match (predicted, t.as_secs_f64()) {

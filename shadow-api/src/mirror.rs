@@ -52,6 +52,29 @@ pub struct MirrorStatus {
     pub truncated: u64,
     pub stats: StatsView,
     pub coverage: Option<f64>,
+    /// The inline proxy in front of the service (`[service.inline]`).
+    #[serde(default)]
+    pub inline: Option<InlineStatus>,
+}
+
+/// A service the inline proxy fronts: where it listens, where live goes,
+/// and what it has seen.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InlineStatus {
+    pub listen: String,
+    pub upstream: String,
+    /// Where the cutover switch sends a share of new requests, and that
+    /// share in percent (0 unless a failover moved the service).
+    pub alternate: Option<String>,
+    pub alternate_percent: f64,
+    /// Live requests proxied, and those of them teed to the shadow.
+    pub requests: u64,
+    pub teed: u64,
+    /// Live requests the upstream did not answer (a 502 was sent).
+    pub upstream_errors: u64,
+    /// Requests in flight to the upstream and to the alternate.
+    pub in_flight: u64,
+    pub in_flight_alternate: u64,
 }
 
 /// One shadow target's diff state.

@@ -2,10 +2,10 @@
 //! point one way (`cargo xtask test` checks it):
 //!
 //! util, metrics -> kernel, host, http -> capture -> diff -> replay ->
-//! forecast -> provision -> api -> config -> agent
+//! forecast -> provision -> failover -> api -> config -> agent
 //!
-//! Failover and the inline proxy will sit between provision and api; the
-//! dashboard's routes in api.
+//! The inline proxy is part of replay (`replay::inline`); the dashboard's
+//! routes will be in api.
 
 pub mod agent;
 pub mod api;

@@ -86,6 +86,8 @@ pub(crate) fn print_status(all: &[MirrorStatus]) {
         // Per request: the kernel captures more connections than asked.
         let of = if s.sample == "request" {
             format!("req ({}%)", s.capture_percent)
+        } else if s.sample == "inline" {
+            "req (inline)".into()
         } else {
             "connections".into()
         };
@@ -103,6 +105,24 @@ pub(crate) fn print_status(all: &[MirrorStatus]) {
                 .map_or("-".into(), |c| format!("{:.2}%", c * 100.0)),
             reasons.join(" ")
         );
+        if let Some(i) = &s.inline {
+            let alternate = match &i.alternate {
+                Some(a) if i.alternate_percent > 0.0 => {
+                    format!(", {}% of new requests to {a}", i.alternate_percent)
+                }
+                _ => String::new(),
+            };
+            println!(
+                "{:<12} inline proxy {} -> {}{alternate}: {} requests, {} teed, {} upstream errors, {} in flight",
+                "",
+                i.listen,
+                i.upstream,
+                i.requests,
+                i.teed,
+                i.upstream_errors,
+                i.in_flight + i.in_flight_alternate
+            );
+        }
     }
 }
 

@@ -400,7 +400,8 @@ fn four_failover_scenarios_under_constant_load() {
         std::thread::spawn(move || {
             // Checks and the listener lookup see the namespace's loopback.
             enter(&ns_path);
-            let o = Orchestrator::start(settings).expect("the orchestrator starts");
+            let o = Orchestrator::start(settings, &Default::default())
+                .expect("the orchestrator starts");
             let told = outcomes.clone();
             o.set_outcome(Box::new(move |s, failed| {
                 told.lock().unwrap().push((s.to_owned(), failed));
@@ -866,7 +867,8 @@ fn a_regressed_diff_blocks_the_cutover_a_shadow_past_its_error_rate_is_rolled_ba
         let (regressed, error_milli, stop) = (regressed.clone(), error_milli.clone(), stop.clone());
         std::thread::spawn(move || {
             enter(&ns_path);
-            let o = Orchestrator::start(settings).expect("the orchestrator starts");
+            let o = Orchestrator::start(settings, &Default::default())
+                .expect("the orchestrator starts");
             o.set_signals(Box::new(move |_| shadow_proxy::failover::Signals {
                 diff_regressed: regressed
                     .load(Ordering::SeqCst)

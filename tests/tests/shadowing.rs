@@ -154,10 +154,15 @@ impl Mirror {
     /// Runs an `http-peer client` scenario inside the namespace; returns
     /// one JSON value per response.
     fn client(&self, scenario: &str, args: &[&str]) -> Vec<Value> {
+        self.client_to(self.live, scenario, args)
+    }
+
+    /// [`Self::client`] against `addr` (the inline proxy).
+    fn client_to(&self, addr: SocketAddr, scenario: &str, args: &[&str]) -> Vec<Value> {
         let out = self
             .ns
             .cmd(&built_binary("http-peer"))
-            .args(["client", &self.live.to_string(), scenario])
+            .args(["client", &addr.to_string(), scenario])
             .args(args)
             .output()
             .expect("run client");
@@ -1012,4 +1017,68 @@ fn local_replicas_the_provisioner_starts_become_shadow_targets() {
     );
     drop(m);
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[test]
+fn the_inline_proxy_serves_live_unchanged_and_tees_to_a_slow_shadow_without_waiting() {
+    let Some(_k) = kernel_test(
+        "the_inline_proxy_serves_live_unchanged_and_tees_to_a_slow_shadow_without_waiting",
+    ) else {
+        return;
+    };
+    // The namespace is the test's own, so a fixed port is free.
+    let proxy: SocketAddr = "127.0.0.1:18080".parse().unwrap();
+    let m = Mirror::start(
+        "inline",
+        100.0,
+        &["delay-50"],
+        "[[service.route]]\npath_prefix = \"/upload\"\nallow_methods = [\"PUT\"]\n\
+         [service.inline]\nlisten = \"127.0.0.1:18080\"\ntee_body_bytes = 67108864\n",
+    );
+    // Live through the proxy answers as live does, and never waits on the
+    // 50 ms shadow: 40 keep-alive requests in turn would take 2 s if it did.
+    let started = Instant::now();
+    let through = m.client_to(proxy, "keepalive", &["40"]);
+    let took = started.elapsed();
+    let direct = m.client("keepalive", &["40"]);
+    assert_eq!(through, direct, "the proxy changed live answers");
+    assert!(
+        took < Duration::from_millis(1200),
+        "40 proxied requests took {took:?}: live waited on the shadow"
+    );
+    // Uploads at memory speed, unpaced, up to 64 MiB: what live read is
+    // what the shadow got.
+    let mut expected = Vec::new();
+    for (size, mode) in [(1usize << 20, "chunked"), (64 << 20, "fixed")] {
+        let r = m.client_to(proxy, "body", &[&size.to_string(), mode]);
+        assert_eq!(r[0]["status"], 200);
+        let live_line = r[0]["body"].as_str().unwrap().trim().to_owned();
+        expected.push((format!("/upload/{size}/{mode}"), size, live_line));
+    }
+    let log = m.wait_shadow(0, 42, Duration::from_secs(30));
+    let st = m.status();
+    assert_eq!(log.len(), 42, "{:?}\n{st:?}\n{}", paths(&log), m.log());
+    for (path, size, live_line) in expected {
+        let r = log.iter().find(|r| r["path"] == path.as_str()).unwrap();
+        assert_eq!(r["body_len"], size, "{path}");
+        let digest = live_line.split_whitespace().last().unwrap();
+        assert_eq!(
+            r["body_sha256"], digest,
+            "{path}: the shadow's body differs from live's"
+        );
+    }
+    for r in log.iter().filter(|r| r["method"] == "GET") {
+        assert_eq!(header(r, "x-forwarded-for"), Some("127.0.0.1"), "{r}");
+        assert_eq!(header(r, "x-shadow-request"), Some("1"), "{r}");
+    }
+    assert_eq!(st.sample, "inline");
+    assert_eq!(st.packets_sampled, 0, "the kernel captured nothing of it");
+    let inline = st.inline.as_ref().expect("inline status");
+    assert_eq!(
+        (inline.requests, inline.teed, inline.upstream_errors),
+        (42, 42, 0)
+    );
+    assert_eq!(inline.upstream, m.live.to_string());
+    assert_eq!((st.stats.requests_parsed, st.stats.replayed), (42, 42));
+    assert_eq!(st.coverage, Some(1.0));
 }

@@ -40,7 +40,7 @@ use crate::{
     kernel::{KernelTelemetry, TelemetryError, view::Views},
     metrics::{self as m, service::ServiceStats},
     provision::Provisioner,
-    replay::{Replayer, ServiceReplay, control::Control},
+    replay::{Replayer, ServiceReplay, control::Control, inline::Proxy},
     util::{page_size, task::Shutdown},
 };
 use lifecycle::{LifecycleError, PidFile};
@@ -208,7 +208,11 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // with no failover profile removes them.
     let failover = match cfg.shadow.as_ref().and_then(|c| c.failover.clone()) {
         Some(f) => {
-            let o = crate::failover::Orchestrator::start(f)?;
+            let inline = shadowing
+                .as_ref()
+                .map(|c| c.replayer.inline_upstreams())
+                .unwrap_or_default();
+            let o = crate::failover::Orchestrator::start(f, &inline)?;
             tracing::info!(services = o.status().len(), "Failover profiles loaded");
             Some(Arc::new(o))
         }
@@ -426,7 +430,7 @@ fn start_shadowing(
         let st = Arc::new(ServiceStats::new(&svc.name));
         let replay = Arc::new(ServiceReplay::new(svc.clone(), st.clone()));
         let captured = replay.captured.load(std::sync::atomic::Ordering::Relaxed);
-        capture.set_sampling(svc.port, slot as u32, captured)?;
+        capture.set_sampling(svc.port, slot as u32, svc.kernel_rate(captured))?;
         stats.insert(svc.port, st);
         services.insert(svc.port, replay);
         ports.push((svc.name.clone(), svc.port, slot as u32));
@@ -434,13 +438,50 @@ fn start_shadowing(
             service = %svc.name,
             port = svc.port,
             percent = f64::from(svc.per_ten_thousand) / 100.0,
-            sample = if svc.per_request { "request" } else { "connection" },
+            sample = if svc.inline.is_some() {
+                "inline"
+            } else if svc.per_request {
+                "request"
+            } else {
+                "connection"
+            },
             capture_percent = f64::from(captured) / 100.0,
             targets = svc.targets.len(),
             "Shadowing"
         );
     }
     let (tx, rx) = tokio::sync::mpsc::channel(config.capture.queue);
+    // Bound before any task starts, so that a taken address fails start-up.
+    let mut proxies = Vec::new();
+    for replay in services.values() {
+        let Some(proxy) = Proxy::new(replay.clone(), tx.clone()) else {
+            continue;
+        };
+        let listen = replay
+            .inline
+            .as_ref()
+            .expect("a proxy has inline settings")
+            .settings
+            .clone();
+        let listener = std::net::TcpListener::bind(listen.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|source| AgentError::Io {
+                what: format!(
+                    "service {:?}: inline proxy listen address {}",
+                    replay.name(),
+                    listen.listen
+                ),
+                source,
+            })?;
+        tracing::info!(
+            service = %replay.name(),
+            listen = %listen.listen,
+            upstream = %listen.upstream,
+            "Inline proxy listening"
+        );
+        proxies.push((Arc::new(proxy), listener));
+    }
     let pipeline_config = PipelineConfig {
         // A power of two as long as the page size is one (it is).
         perf_pages: (config.capture.ring_mib << 20) / page_size(),
@@ -459,6 +500,9 @@ fn start_shadowing(
         replayer: replayer.clone(),
         rx,
     }))?;
+    for (proxy, listener) in proxies {
+        tasks.start(Box::new(tasks::InlineServer { proxy, listener }))?;
+    }
     Ok(Arc::new(Control {
         capture: Mutex::new(capture),
         replayer,

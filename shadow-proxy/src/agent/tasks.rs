@@ -264,6 +264,24 @@ impl Task for AdminServer {
     }
 }
 
+/// One service's inline proxy.
+pub struct InlineServer {
+    pub proxy: Arc<crate::replay::inline::Proxy>,
+    pub listener: tokio::net::TcpListener,
+}
+
+impl Task for InlineServer {
+    fn name(&self) -> &'static str {
+        "inline proxy"
+    }
+
+    fn start(self: Box<Self>, shutdown: Shutdown) -> std::io::Result<Running> {
+        Ok(Running::Async(tokio::spawn(
+            self.proxy.serve(self.listener, shutdown.receiver()),
+        )))
+    }
+}
+
 pub struct ControlServer {
     pub listener: tokio::net::UnixListener,
     pub api: Arc<control::Api>,

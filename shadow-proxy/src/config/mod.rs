@@ -33,6 +33,9 @@
 //! # [[service.route]]
 //! # path_prefix = "/api/orders"
 //! # allow_methods = ["POST", "PUT"]
+//! # [service.inline]                  # proxy live traffic instead of capturing it:
+//! # listen = "0.0.0.0:8000"           # clients connect here; upstream defaults to
+//! # upstream = "127.0.0.1:8080"       # 127.0.0.1:port; percent is then of requests
 //! ```
 
 use std::path::Path;
@@ -138,6 +141,15 @@ struct RawService {
     rewrite: Vec<RawRewrite>,
     #[serde(default)]
     diff: RawDiff,
+    inline: Option<RawInline>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInline {
+    listen: String,
+    upstream: Option<String>,
+    tee_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -253,7 +265,15 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         let per_ten_thousand =
             percent_to_hundredths(s.percent).map_err(|r| invalid(key("percent"), r))?;
+        let inline = match &s.inline {
+            None => None,
+            Some(i) => Some(inline_settings(i, s.port, &services, &|k, r| {
+                invalid(key(&format!("inline.{k}")), r)
+            })?),
+        };
         let per_request = match s.sample.as_deref() {
+            // The inline proxy sees every request and samples requests.
+            _ if inline.is_some() => false,
             None | Some("connection") => false,
             Some("request") => true,
             Some(other) => {
@@ -406,6 +426,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             routes: Vec::new(),
             rewrites,
             diff,
+            inline,
         };
         apply_rules(&mut svc, rules).map_err(|e| invalid(key(&e.key), e.reason))?;
         services.push(svc);
@@ -426,6 +447,54 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         services,
         provision,
         failover,
+    })
+}
+
+/// `[service.inline]`: the listen address must be free of every other
+/// service's, and differ from the upstream it proxies to.
+fn inline_settings(
+    raw: &RawInline,
+    port: u16,
+    others: &[ServiceConfig],
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<crate::replay::config::InlineSettings, ConfigError> {
+    let addr = |k: &str, v: &str| -> Result<std::net::SocketAddr, ConfigError> {
+        v.parse().map_err(|e| {
+            invalid(
+                k,
+                format!("{v:?} is not an address like 127.0.0.1:8080: {e}"),
+            )
+        })
+    };
+    let listen = addr("listen", &raw.listen)?;
+    let upstream = match &raw.upstream {
+        Some(u) => addr("upstream", u)?,
+        None => std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    if listen == upstream || (listen.port() == upstream.port() && listen.ip().is_unspecified()) {
+        return Err(invalid(
+            "listen",
+            format!("{listen} is the upstream it would proxy to"),
+        ));
+    }
+    if let Some(o) = others.iter().find(|o| {
+        o.inline
+            .as_ref()
+            .is_some_and(|i| i.listen.port() == listen.port())
+    }) {
+        return Err(invalid(
+            "listen",
+            format!("port {} is already service {:?}'s", listen.port(), o.name),
+        ));
+    }
+    let tee_body_bytes = raw.tee_body_bytes.unwrap_or(8 << 20);
+    if tee_body_bytes == 0 {
+        return Err(invalid("tee_body_bytes", "must be at least 1".into()));
+    }
+    Ok(crate::replay::config::InlineSettings {
+        listen,
+        upstream,
+        tee_body_bytes,
     })
 }
 

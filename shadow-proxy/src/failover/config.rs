@@ -19,7 +19,7 @@
 //! # false_positive = "5m"  unstage_after = "10m"  promote_after = "30m"
 //! # ramp = [10, 50]  ramp_step = "30s"   # planned/predicted: 10 %, 50 %, then all
 //! # max_error_rate = 0.05  max_p99_ms = 250   # analysis once the shadow serves
-//! # switch = "kernel"                 # or "hook" across hosts, with
+//! # switch = "kernel"                 # "inline" behind the inline proxy, or "hook" across hosts, with
 //! # switch_command = ["/usr/local/bin/move-vip"]  switch_timeout = "30s"
 //!
 //! [[failover.service.step]]           # in order; sync and warm at stage,
@@ -248,6 +248,7 @@ pub fn settings<E>(
         }
         let switch = match s.switch.as_deref().unwrap_or("kernel") {
             "kernel" => SwitchSettings::Kernel,
+            "inline" => SwitchSettings::Inline,
             "hook" => {
                 let command = s
                     .switch_command
@@ -271,7 +272,10 @@ pub fn settings<E>(
                 })
             }
             other => {
-                return Err(bad("switch", format!("{other:?} is not kernel or hook")));
+                return Err(bad(
+                    "switch",
+                    format!("{other:?} is not kernel, hook or inline"),
+                ));
             }
         };
         let ramp = s.ramp.clone().unwrap_or_default();

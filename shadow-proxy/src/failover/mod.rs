@@ -36,7 +36,7 @@ use shadow_common::steer::STEER_SCALE;
 use crate::{metrics::names, provision::hook::ExecHook};
 use cutover::{CutoverError, KernelCutover};
 use machine::{Action, Machine, Observation, Rules};
-use switch::{HookSwitch, KernelSwitch, Switch};
+use switch::{HookSwitch, InlineSwitch, KernelSwitch, Switch};
 
 /// Events kept for `GET /v1/failover/events`.
 pub const EVENTS: usize = 512;
@@ -159,6 +159,9 @@ pub enum SwitchSettings {
     Kernel,
     /// Across hosts: a command (DNS, VIP, load balancer).
     Hook(ExecHook),
+    /// The agent's inline proxy in front of the service (`[service.inline]`
+    /// with this `port`) sends new requests to the shadow's address.
+    Inline,
 }
 
 /// One service's profile.
@@ -233,6 +236,10 @@ pub enum FailoverError {
     },
     #[error("reading the persisted failover state {}: {reason}", path.display())]
     State { path: PathBuf, reason: String },
+    #[error(
+        "failover service {service:?}: switch = \"inline\" needs a [[service]] on port {port} with [service.inline]"
+    )]
+    NoInlineProxy { service: String, port: u16 },
 }
 
 /// A manual action.
@@ -341,8 +348,23 @@ struct Done {
 impl Orchestrator {
     /// Attaches the cutover program and loads the persisted machines. A
     /// service that was on its shadow is cut over again at once.
-    pub fn start(settings: FailoverSettings) -> Result<Self, FailoverError> {
+    /// `inline`: the inline proxies' upstream switches by service port
+    /// (for `switch = "inline"`).
+    pub fn start(
+        settings: FailoverSettings,
+        inline: &std::collections::HashMap<u16, Arc<crate::replay::inline::upstream::Upstream>>,
+    ) -> Result<Self, FailoverError> {
         let mut settings = settings;
+        if let Some(s) = settings
+            .services
+            .iter()
+            .find(|s| s.switch == SwitchSettings::Inline && !inline.contains_key(&s.port))
+        {
+            return Err(FailoverError::NoInlineProxy {
+                service: s.name.clone(),
+                port: s.port,
+            });
+        }
         // The program is attached only if a service moves in the kernel.
         let kernel = if settings
             .services
@@ -431,6 +453,10 @@ impl Orchestrator {
                         Box::new(KernelSwitch::new(k.clone(), s.port, s.shadow_port))
                     }
                     (SwitchSettings::Kernel, None) => unreachable!("attached above"),
+                    (SwitchSettings::Inline, _) => Box::new(InlineSwitch {
+                        upstream: inline[&s.port].clone(),
+                        shadow: s.shadow.addr,
+                    }),
                 };
                 // Said at once, not at the first failed cutover: a shadow
                 // that is not there is refused until it answers.

@@ -6,8 +6,8 @@
 //! - [`HookSwitch`], across hosts: a command is told the change as JSON on
 //!   stdin (a DNS update, a VIP move, a load balancer's API) and must exit 0.
 //!
-//! The inline proxy (issue #13) will switch its upstream behind the same
-//! trait.
+//! - [`InlineSwitch`], behind the agent's inline proxy: new requests go to
+//!   the shadow's address, in-flight ones drain on the primary.
 
 use std::{
     os::fd::OwnedFd,
@@ -163,5 +163,34 @@ impl Switch for HookSwitch {
 
     fn share(&self) -> u32 {
         self.share
+    }
+}
+
+/// The inline proxy's upstream switch (`switch = "inline"`): a share of new
+/// requests to the shadow; requests in flight finish where they went.
+pub struct InlineSwitch {
+    pub upstream: Arc<crate::replay::inline::upstream::Upstream>,
+    pub shadow: std::net::SocketAddr,
+}
+
+impl Switch for InlineSwitch {
+    fn kind(&self) -> &'static str {
+        "inline"
+    }
+
+    fn steer(&mut self, share: u32) -> Result<Duration, String> {
+        let started = Instant::now();
+        self.upstream.steer(self.shadow, share);
+        Ok(started.elapsed())
+    }
+
+    fn release(&mut self) -> Result<Duration, String> {
+        let started = Instant::now();
+        self.upstream.release();
+        Ok(started.elapsed())
+    }
+
+    fn share(&self) -> u32 {
+        self.upstream.share()
     }
 }

@@ -202,6 +202,31 @@ pub struct ServiceConfig {
     pub routes: Vec<Route>,
     pub rewrites: Vec<Rewrite>,
     pub diff: DiffSettings,
+    /// `[service.inline]`: the agent proxies live traffic itself instead of
+    /// capturing it in the kernel.
+    pub inline: Option<InlineSettings>,
+}
+
+impl ServiceConfig {
+    /// The share of connections the kernel classifier captures for a
+    /// service captured at `captured`: none behind the inline proxy, which
+    /// sees every request itself.
+    pub fn kernel_rate(&self, captured: u32) -> u32 {
+        if self.inline.is_some() { 0 } else { captured }
+    }
+}
+
+/// The inline proxy's settings for one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InlineSettings {
+    /// Where live clients connect.
+    pub listen: std::net::SocketAddr,
+    /// The live service.
+    pub upstream: std::net::SocketAddr,
+    /// A sampled request's or response's body is copied for the shadow up
+    /// to this size; a larger one goes to live whole and is counted as
+    /// `body_too_large` for the shadow.
+    pub tee_body_bytes: usize,
 }
 
 /// Headers redacted unless the user says otherwise.

@@ -88,7 +88,9 @@ impl Control {
                     service: name.clone(),
                     port: *port,
                     percent: f64::from(cfg.per_ten_thousand) / 100.0,
-                    sample: if cfg.per_request {
+                    sample: if cfg.inline.is_some() {
+                        "inline"
+                    } else if cfg.per_request {
                         "request"
                     } else {
                         "connection"
@@ -110,6 +112,7 @@ impl Control {
                     truncated: k.truncated,
                     coverage: stats.coverage(),
                     stats,
+                    inline: svc.inline.as_ref().map(|i| i.status()),
                 })
             })
             .collect()
@@ -217,17 +220,15 @@ impl Control {
                 key: "percent".into(),
                 reason,
             })?;
-        let captured = super::sample::capture_rate(
-            hundredths,
-            svc.cfg
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .per_request,
-        );
+        let (captured, kernel) = {
+            let cfg = svc.cfg.read().unwrap_or_else(|p| p.into_inner());
+            let captured = super::sample::capture_rate(hundredths, cfg.per_request);
+            (captured, cfg.kernel_rate(captured))
+        };
         self.capture
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .set_sampling(port, slot, captured)
+            .set_sampling(port, slot, kernel)
             .map_err(ControlError::Capture)?;
         svc.cfg
             .write()

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod control;
 pub mod diffs;
+pub mod inline;
 pub mod learn;
 pub mod recent;
 pub mod record;
@@ -91,8 +92,11 @@ pub struct ServiceReplay {
     /// Keeps `per_ten_thousand / captured` of the requests captured
     /// (`sample = "request"`).
     sampler: Mutex<sample::RequestSampler>,
-    /// Hundredths of a percent of connections the kernel captures.
+    /// Hundredths of a percent of connections the kernel captures (of
+    /// requests the inline proxy copies, for a service behind it).
     pub captured: std::sync::atomic::AtomicU32,
+    /// The inline proxy's side, for a service behind it.
+    pub inline: Option<Arc<inline::Inline>>,
 }
 
 impl ServiceReplay {
@@ -113,6 +117,7 @@ impl ServiceReplay {
                 cfg.per_ten_thousand,
                 cfg.per_request,
             )),
+            inline: cfg.inline.clone().map(|s| Arc::new(inline::Inline::new(s))),
             cfg: RwLock::new(cfg),
             stats,
         }
@@ -214,6 +219,14 @@ impl Replayer {
             live_gets: Mutex::new(learn::LiveGets::default()),
             kernel_context,
         }
+    }
+
+    /// The inline proxies' upstream switches, by service port.
+    pub fn inline_upstreams(&self) -> HashMap<u16, Arc<inline::upstream::Upstream>> {
+        self.services
+            .iter()
+            .filter_map(|(port, s)| Some((*port, s.inline.as_ref()?.upstream.clone())))
+            .collect()
     }
 
     /// The most recent records, newest last.

@@ -29,6 +29,18 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: what `bpf_ktime_get_ns` reads, so
+/// captured and proxied timestamps compare.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The page size in bytes.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.

@@ -6,7 +6,8 @@
 //! - `http-peer shadow ADDR LOG [normal|slow|reset]`: a shadow target that
 //!   appends one JSON line per request it receives to LOG (method, path,
 //!   headers, body length and SHA-256), then answers like live (`normal`),
-//!   after 10 s (`slow`), or resets the connection (`reset`).
+//!   after 10 s (`slow`), after MS milliseconds (`delay-MS`), or resets the
+//!   connection (`reset`).
 //! - `http-peer client ADDR SCENARIO [ARGS]`: raw HTTP/1.1 client that prints
 //!   one JSON line per response (status, body digest) so runs can be compared:
 //!   `keepalive N`, `pipelined N`, `body SIZE chunked|fixed [MS_PER_MIB]`,
@@ -154,6 +155,9 @@ async fn handle(
     }
     if mode == "slow" {
         tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    if let Some(ms) = mode.strip_prefix("delay-").and_then(|m| m.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let text = format!("{} {} {} {}\n", parts.method, parts.uri, body.len(), digest);
     Ok(Response::new(Full::new(Bytes::from(text))))

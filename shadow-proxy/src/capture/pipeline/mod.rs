@@ -100,16 +100,6 @@ impl PipelineCounters {
     }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer; CLOCK_MONOTONIC is what bpf_ktime_get_ns reads.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Per-flow HTTP state.
 struct FlowConv {
     conv: Conversation,
@@ -178,7 +168,7 @@ impl Pipeline {
 
     fn drain_events(&mut self) {
         let events = std::mem::take(&mut self.events);
-        let now = monotonic_ns();
+        let now = crate::util::monotonic_ns();
         for ev in &events {
             self.on_event(ev, now);
         }
@@ -373,7 +363,7 @@ fn run(p: &mut Pipeline, buffers: &mut [PerfEventArrayBuffer<MapData>], stop: &A
             .store(p.table.buffered_bytes() as u64, Ordering::Relaxed);
         if last_expire.elapsed() >= Duration::from_millis(500) {
             last_expire = Instant::now();
-            p.table.expire(monotonic_ns(), &mut p.events);
+            p.table.expire(crate::util::monotonic_ns(), &mut p.events);
             p.drain_events();
         }
     }
