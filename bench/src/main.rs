@@ -10,6 +10,7 @@ mod diff;
 mod failover;
 mod failure;
 mod forecast;
+mod inline;
 mod mirror;
 mod overhead;
 mod plot;
@@ -162,6 +163,18 @@ enum Command {
         #[arg(long, default_value = "bench/reports/failover.md")]
         report: PathBuf,
     },
+    /// The inline proxy against nginx `mirror` on the same upstreams, with a
+    /// fast and a 50 ms shadow.
+    InlineProxy {
+        #[arg(long, default_value = "target/release/shadow-proxy")]
+        agent: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        #[arg(long, default_value = "bench/reports/inline-proxy.md")]
+        report: PathBuf,
+    },
     /// Live overhead of shadow capture at 100 % vs none vs nginx `mirror`,
     /// and replay completeness.
     MirrorOverhead {
@@ -247,6 +260,12 @@ fn main() -> Result<()> {
             rounds,
             report,
         } => mirror::run(&agent, seconds, rounds, &report),
+        Command::InlineProxy {
+            agent,
+            seconds,
+            rounds,
+            report,
+        } => inline::run(&agent, seconds, rounds, &report),
         Command::Failover {
             peer,
             rate,

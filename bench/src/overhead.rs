@@ -74,26 +74,44 @@ fn start_nginx(dir: &Path) -> Result<Nginx> {
 
 /// (requests/s, p99 ms) from wrk's --latency output.
 fn parse_wrk(out: &str) -> Option<(f64, f64)> {
+    parse_wrk_latency(out).map(|(rps, _, p99)| (rps, p99))
+}
+
+/// Requests per second, p50 and p99 (ms) from `wrk --latency`.
+fn parse_wrk_latency(out: &str) -> Option<(f64, f64, f64)> {
     let rps = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
         .trim()
         .parse()
         .ok()?;
-    let p99 = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(str::trim)?;
-    let ms = if let Some(v) = p99.strip_suffix("us") {
-        v.parse::<f64>().ok()? / 1000.0
-    } else if let Some(v) = p99.strip_suffix("ms") {
-        v.parse().ok()?
-    } else if let Some(v) = p99.strip_suffix('s') {
-        v.parse::<f64>().ok()? * 1000.0
-    } else {
-        return None;
+    let at = |p: &str| -> Option<f64> {
+        let v = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(p))
+            .map(str::trim)?;
+        if let Some(v) = v.strip_suffix("us") {
+            Some(v.parse::<f64>().ok()? / 1000.0)
+        } else if let Some(v) = v.strip_suffix("ms") {
+            v.parse().ok()
+        } else if let Some(v) = v.strip_suffix('s') {
+            Some(v.parse::<f64>().ok()? * 1000.0)
+        } else {
+            None
+        }
     };
-    Some((rps, ms))
+    Some((rps, at("50%")?, at("99%")?))
+}
+
+/// [`wrk`] with the median latency too: (req/s, p50 ms, p99 ms).
+pub fn wrk_latency(port: u16, seconds: u64) -> Result<(f64, f64, f64)> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk_latency(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
 }
 
 pub fn wrk(port: u16, seconds: u64) -> Result<(f64, f64)> {

@@ -52,6 +52,11 @@ struct Mirror {
 impl Mirror {
     /// `modes`: one shadow per entry: normal, slow, reset, or down (no server).
     fn start(tag: &str, percent: f64, modes: &[&str], extra: &str) -> Self {
+        Self::start_with(tag, percent, modes, extra, &[])
+    }
+
+    /// [`Self::start`] with more agent flags.
+    fn start_with(tag: &str, percent: f64, modes: &[&str], extra: &str, flags: &[&str]) -> Self {
         let ns = Netns::new(tag);
         let dir = std::env::temp_dir().join(format!("shadow-mirror-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -124,6 +129,7 @@ impl Mirror {
             .arg(dir.join("agent.pid"))
             .arg("--ready-file")
             .arg(&ready)
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(log);
         let mut agent = Proc::spawn("shadow-proxy", &mut a);
@@ -1081,4 +1087,42 @@ fn the_inline_proxy_serves_live_unchanged_and_tees_to_a_slow_shadow_without_wait
     assert_eq!(inline.upstream, m.live.to_string());
     assert_eq!((st.stats.requests_parsed, st.stats.replayed), (42, 42));
     assert_eq!(st.coverage, Some(1.0));
+}
+
+#[test]
+fn without_kernel_programs_the_inline_proxy_still_shadows_and_captured_services_are_refused() {
+    let Some(_k) = kernel_test(
+        "without_kernel_programs_the_inline_proxy_still_shadows_and_captured_services_are_refused",
+    ) else {
+        return;
+    };
+    let inline = "[service.inline]\nlisten = \"127.0.0.1:18080\"\n";
+    let m = Mirror::start_with("nokernel", 100.0, &["normal"], inline, &["--no-kernel"]);
+    let r = m.client_to("127.0.0.1:18080".parse().unwrap(), "keepalive", &["5"]);
+    assert!(r.iter().all(|x| x["status"] == 200), "{r:?}");
+    let log = m.wait_shadow(0, 5, Duration::from_secs(10));
+    assert_eq!(paths(&log).len(), 5, "{}", m.log());
+    assert!(m.log().contains("No kernel programs"), "{}", m.log());
+    let st = m.status();
+    assert_eq!((st.packets_seen, st.stats.replayed), (0, 5));
+    // A service the kernel would capture cannot run without it: the agent
+    // says which, and how to fix it.
+    let cfg = m.dir.join("captured.toml");
+    std::fs::write(
+        &cfg,
+        "[[service]]\nname = \"api\"\nport = 8080\ntargets = [\"http://127.0.0.1:9\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(built_binary("shadow-proxy"))
+        .args(["--no-kernel", "--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("service \"api\" is captured in the kernel")
+            && err.contains("[service.inline]"),
+        "{err}"
+    );
 }

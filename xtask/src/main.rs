@@ -276,5 +276,21 @@ fn bench(seconds: u64, rounds: u32) -> Result<()> {
                 "bench/reports/mirror-overhead.md",
             ],
         )
+    })?;
+    util::step("inline proxy against nginx mirror", || {
+        util::run(
+            "target/release/shadow-bench",
+            &[
+                "inline-proxy",
+                "--agent",
+                "target/release/shadow-proxy",
+                "--seconds",
+                &seconds.to_string(),
+                "--rounds",
+                &rounds.to_string(),
+                "--report",
+                "bench/reports/inline-proxy.md",
+            ],
+        )
     })
 }

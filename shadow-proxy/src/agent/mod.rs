@@ -65,6 +65,9 @@ pub struct AgentConfig {
     pub control_socket: PathBuf,
     /// Attach the per-syscall TCP byte counters.
     pub tcp_bytes: bool,
+    /// Load the kernel programs; `false` is `--no-kernel` (only inline
+    /// services can be shadowed).
+    pub kernel: bool,
     /// Forecasting; `None` is `--no-forecast`.
     pub forecast: Option<ForecastSettings>,
     /// Failure probabilities; `None` is `--no-predict`.
@@ -91,6 +94,10 @@ pub enum AgentError {
     Failover(#[from] crate::failover::FailoverError),
     #[error("metrics recorder: {0}")]
     Recorder(#[source] metrics_exporter_prometheus::BuildError),
+    #[error(
+        "service {service:?} is captured in the kernel, which --no-kernel leaves out: give it [service.inline]"
+    )]
+    NeedsKernel { service: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -174,8 +181,15 @@ fn replica_routing(
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let pid_file = PidFile::acquire(&cfg.pid_file)?;
-    let mut telemetry = KernelTelemetry::load_with(cfg.tcp_bytes)?;
-    tracing::info!("Kernel telemetry attached");
+    let mut telemetry = if cfg.kernel {
+        let t = KernelTelemetry::load_with(cfg.tcp_bytes)?;
+        tracing::info!("Kernel telemetry attached");
+        Some(t)
+    } else {
+        kernel_free(cfg.shadow.as_ref())?;
+        tracing::info!("No kernel programs (--no-kernel): host metrics and inline services only");
+        None
+    };
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = Tasks::new(shutdown);
     let views = Arc::new(Views::default());
@@ -198,7 +212,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     });
     let shadowing = match &cfg.shadow {
         Some(c) if !c.services.is_empty() => {
-            Some(start_shadowing(&mut telemetry, c, &views, &mut tasks)?)
+            Some(start_shadowing(telemetry.as_mut(), c, &views, &mut tasks)?)
         }
         _ => None,
     };
@@ -368,12 +382,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     tracing::info!("Shutting down: detaching kernel programs");
     let _ = stop.send(true);
     tasks.stop().await;
-    if let Some(control) = &shadowing {
-        control
+    if let Some(control) = &shadowing
+        && let Some(c) = control
             .capture
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove_added_qdisc();
+            .as_mut()
+    {
+        c.remove_added_qdisc();
     }
     if control_bound {
         let _ = std::fs::remove_file(&cfg.control_socket);
@@ -415,14 +431,36 @@ fn bind_control(
     }
 }
 
-/// Attaches the classifier, starts the capture thread and the replayer.
+/// Without kernel programs only services behind the inline proxy can be
+/// shadowed.
+pub fn kernel_free(shadow: Option<&Config>) -> Result<(), AgentError> {
+    match shadow
+        .into_iter()
+        .flat_map(|c| &c.services)
+        .find(|s| s.inline.is_none())
+    {
+        Some(s) => Err(AgentError::NeedsKernel {
+            service: s.name.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Attaches the classifier (with kernel programs), starts the capture
+/// thread, the inline proxies and the replayer.
 fn start_shadowing(
-    telemetry: &mut KernelTelemetry,
+    telemetry: Option<&mut KernelTelemetry>,
     config: &Config,
     views: &Arc<Views>,
     tasks: &mut Tasks,
 ) -> Result<Arc<Control>, AgentError> {
-    let (mut capture, perf) = TcCapture::attach(telemetry.ebpf_mut(), &config.capture)?;
+    let (mut capture, perf) = match telemetry {
+        Some(t) => {
+            let (c, p) = TcCapture::attach(t.ebpf_mut(), &config.capture)?;
+            (Some(c), Some(p))
+        }
+        None => (None, None),
+    };
     let mut stats = HashMap::new();
     let mut services = HashMap::new();
     let mut ports = Vec::new();
@@ -430,7 +468,9 @@ fn start_shadowing(
         let st = Arc::new(ServiceStats::new(&svc.name));
         let replay = Arc::new(ServiceReplay::new(svc.clone(), st.clone()));
         let captured = replay.captured.load(std::sync::atomic::Ordering::Relaxed);
-        capture.set_sampling(svc.port, slot as u32, svc.kernel_rate(captured))?;
+        if let Some(c) = capture.as_mut() {
+            c.set_sampling(svc.port, slot as u32, svc.kernel_rate(captured))?;
+        }
         stats.insert(svc.port, st);
         services.insert(svc.port, replay);
         ports.push((svc.name.clone(), svc.port, slot as u32));
@@ -488,13 +528,16 @@ fn start_shadowing(
         ..PipelineConfig::default()
     };
     let pipeline = Arc::new(pipeline::PipelineCounters::default());
-    tasks.start(Box::new(tasks::CaptureReader {
-        perf,
-        stats,
-        tx,
-        cfg: pipeline_config,
-        counters: pipeline.clone(),
-    }))?;
+    match perf {
+        Some(perf) => tasks.start(Box::new(tasks::CaptureReader {
+            perf,
+            stats,
+            tx,
+            cfg: pipeline_config,
+            counters: pipeline.clone(),
+        }))?,
+        None => drop((stats, tx, pipeline_config)),
+    }
     let replayer = Arc::new(Replayer::new(services, Some(views.clone())));
     tasks.start(Box::new(tasks::ReplayLoop {
         replayer: replayer.clone(),

@@ -23,7 +23,7 @@ use crate::{
 use super::AgentConfig;
 
 pub(super) fn poll_loop(
-    mut telemetry: KernelTelemetry,
+    mut telemetry: Option<KernelTelemetry>,
     shared: &Shared,
     stop: &AtomicBool,
     cfg: &AgentConfig,
@@ -34,9 +34,15 @@ pub(super) fn poll_loop(
     let mut traffic_since = unix_ms();
     while !stop.load(Ordering::Relaxed) {
         let started = std::time::Instant::now();
-        telemetry.flush_logs();
+        if let Some(t) = telemetry.as_mut() {
+            t.flush_logs();
+        }
         let now = unix_ms();
-        match telemetry.snapshot() {
+        let snapshot = match telemetry.as_mut() {
+            Some(t) => t.snapshot(),
+            None => Ok(KernelSnapshot::default()),
+        };
+        match snapshot {
             Ok(kernel) => {
                 let host_sample = host.sample();
                 publish_metrics(&kernel, &host_sample);
@@ -93,7 +99,9 @@ pub(super) fn poll_loop(
             std::thread::sleep(Duration::from_millis(20).min(cfg.interval));
         }
     }
-    telemetry.flush_logs();
+    if let Some(t) = telemetry.as_mut() {
+        t.flush_logs();
+    }
 }
 
 /// Rates from the kernel counters, as forecaster series.

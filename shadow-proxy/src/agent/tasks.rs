@@ -112,7 +112,8 @@ impl forecast::Source for HistorySource {
 /// Copies the kernel maps and host sample every interval (a thread: it
 /// owns the programs, and dropping them at the end detaches them).
 pub struct Poller {
-    pub telemetry: KernelTelemetry,
+    /// `None` with `--no-kernel`: host metrics and traffic series only.
+    pub telemetry: Option<KernelTelemetry>,
     pub shared: Arc<Shared>,
     pub cfg: AgentConfig,
     pub control: Option<Arc<Control>>,

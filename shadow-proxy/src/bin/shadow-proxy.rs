@@ -55,6 +55,11 @@ struct Cli {
     /// sock_recv_length): cheaper on busy request/response servers.
     #[arg(long)]
     no_tcp_bytes: bool,
+    /// Load no eBPF program (hosts without eBPF, containers without
+    /// CAP_BPF): no kernel telemetry and no capture, so every shadowed
+    /// service must be behind the inline proxy (`[service.inline]`).
+    #[arg(long)]
+    no_kernel: bool,
     /// Validate the configuration, load and attach the programs, report,
     /// detach and exit.
     #[arg(long)]
@@ -239,6 +244,11 @@ fn overlay(cli: &mut Cli, m: &clap::ArgMatches, file: &config::Config) {
     {
         cli.no_tcp_bytes = !on;
     }
+    if unset("no_kernel")
+        && let Some(on) = t.kernel
+    {
+        cli.no_kernel = !on;
+    }
     let ff = &mut cli.forecast;
     if unset("no_forecast")
         && let Some(on) = f.enabled
@@ -285,6 +295,9 @@ fn forecast_key(
         _ => format!("--forecast-{}", e.key),
     }
 }
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let parsed = Cli::command()
@@ -360,6 +373,18 @@ fn main() -> ExitCode {
                 f.dir.display()
             );
         }
+        if cli.no_kernel {
+            return match agent::kernel_free(shadow.as_ref()) {
+                Ok(()) => {
+                    println!("ok: no kernel programs (--no-kernel)");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         return match check_kernel(!cli.no_tcp_bytes, shadow.as_ref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -386,6 +411,7 @@ fn main() -> ExitCode {
         shadow,
         control_socket: cli.control_socket,
         tcp_bytes: !cli.no_tcp_bytes,
+        kernel: !cli.no_kernel,
         forecast,
         predict,
     };

@@ -29,6 +29,7 @@ pub(super) struct RawAgent {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTelemetry {
+    kernel: Option<bool>,
     tcp_bytes: Option<bool>,
     max_endpoint_series: Option<usize>,
 }
@@ -62,6 +63,8 @@ pub struct AgentFile {
 /// `[telemetry]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TelemetryFile {
+    /// `false` is `--no-kernel`.
+    pub kernel: Option<bool>,
     pub tcp_bytes: Option<bool>,
     pub max_endpoint_series: Option<usize>,
 }
@@ -119,6 +122,7 @@ pub(super) fn agent(raw: RawAgent, invalid: Invalid) -> Result<AgentFile, Config
 
 pub(super) fn telemetry(raw: RawTelemetry, invalid: Invalid) -> Result<TelemetryFile, ConfigError> {
     Ok(TelemetryFile {
+        kernel: raw.kernel,
         tcp_bytes: raw.tcp_bytes,
         max_endpoint_series: positive(
             raw.max_endpoint_series,

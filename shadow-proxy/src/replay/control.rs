@@ -48,7 +48,8 @@ impl crate::util::Sourced for ControlError {
 
 /// The running shadowing path, as the control API sees it.
 pub struct Control {
-    pub capture: Mutex<TcCapture>,
+    /// `None` with `--no-kernel` (every service is inline).
+    pub capture: Mutex<Option<TcCapture>>,
     pub replayer: Arc<Replayer>,
     /// Service name -> (port, slot in the kernel's counters).
     pub ports: Vec<(String, u16, u32)>,
@@ -82,7 +83,10 @@ impl Control {
             .filter_map(|(name, port, slot)| {
                 let svc = self.replayer.services.get(port)?;
                 let cfg = svc.cfg.read().unwrap_or_else(|p| p.into_inner());
-                let k = capture.counters(*slot).unwrap_or_default();
+                let k = capture
+                    .as_ref()
+                    .and_then(|c| c.counters(*slot).ok())
+                    .unwrap_or_default();
                 let stats = svc.stats.view();
                 Some(MirrorStatus {
                     service: name.clone(),
@@ -225,11 +229,15 @@ impl Control {
             let captured = super::sample::capture_rate(hundredths, cfg.per_request);
             (captured, cfg.kernel_rate(captured))
         };
-        self.capture
+        if let Some(c) = self
+            .capture
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .set_sampling(port, slot, kernel)
-            .map_err(ControlError::Capture)?;
+            .as_mut()
+        {
+            c.set_sampling(port, slot, kernel)
+                .map_err(ControlError::Capture)?;
+        }
         svc.cfg
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -355,6 +355,16 @@ impl Sampled {
     }
 }
 
+/// A client that went away mid-request cancels the exchange before both
+/// bodies end: counted, not lost.
+impl std::ops::Drop for Sampled {
+    fn drop(&mut self) {
+        if self.ended < 2 {
+            self.proxy.svc.stats.not_replayed(Drop::NoLiveResponse);
+        }
+    }
+}
+
 impl Pending for Sampled {
     fn ended(&mut self, side: BodySide, body: Result<Bytes, Drop>) {
         let now = crate::util::monotonic_ns();
