@@ -4,15 +4,14 @@
 //! reached the shadow.
 //!
 //! Topology, all on 127.0.0.1: a live nginx (1 worker) serves a 1 KiB page
-//! and a fast shadow that logs each request; an in-process server is the
-//! 50 ms shadow (one thread per connection, counting requests). A second
+//! and a fast shadow that logs each request; an in-process async server is
+//! the 50 ms shadow (counting requests). A second
 //! nginx (2 workers, as the agent has 2 runtime threads) is the proxy:
 //! plain `proxy_pass` to live, and `mirror` to each shadow. The agent's
 //! inline proxy fronts the same live upstream, mirroring 100 %.
 
 use std::{
     fmt::Write as _,
-    io::{BufRead, BufReader, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -90,51 +89,64 @@ fn wait_listening(ports: &[u16], what: &str) -> Result<()> {
     Ok(())
 }
 
-/// A keep-alive HTTP/1.1 server that answers every request after `delay`.
+/// A keep-alive HTTP/1.1 server that answers every request after `delay`:
+/// async on one thread of its own, so that hundreds of waiting requests
+/// cost the machine's two cores next to nothing.
 fn slow_shadow(port: u16, delay: Duration) -> Result<Arc<AtomicU64>> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind(("127.0.0.1", port))?;
+    listener.set_nonblocking(true)?;
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let c = c.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(stream);
-                loop {
-                    let mut len = 0usize;
-                    let mut first = true;
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" && !first {
-                            break;
-                        }
-                        first = false;
-                        if let Some((k, v)) = line.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    if std::io::Read::read_exact(&mut r, &mut body).is_err() {
-                        return;
-                    }
-                    c.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(delay);
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            while let Ok((stream, _)) = listener.accept().await {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    let mut r = tokio::io::BufReader::new(stream);
                     let page = "x".repeat(1024);
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/html\r\n\r\n{page}",
                         page.len()
                     );
-                    if r.get_mut().write_all(resp.as_bytes()).is_err() {
-                        return;
+                    loop {
+                        let mut len = 0usize;
+                        let mut first = true;
+                        loop {
+                            let mut line = String::new();
+                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" && !first {
+                                break;
+                            }
+                            first = false;
+                            if let Some((k, v)) = line.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        if r.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        c.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(delay).await;
+                        if r.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
                     }
-                }
-            });
-        }
+                });
+            }
+        });
     });
     Ok(count)
 }

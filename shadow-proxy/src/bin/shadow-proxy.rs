@@ -296,9 +296,6 @@ fn forecast_key(
     }
 }
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let parsed = Cli::command()
         .try_get_matches()
