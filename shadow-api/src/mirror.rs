@@ -55,6 +55,24 @@ pub struct MirrorStatus {
     /// The inline proxy in front of the service (`[service.inline]`).
     #[serde(default)]
     pub inline: Option<InlineStatus>,
+    /// The agent's CPU budget, when one is set.
+    #[serde(default)]
+    pub budget: Option<BudgetStatus>,
+}
+
+/// The agent's CPU budget: `capture_percent` is what was asked times
+/// `scale`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct BudgetStatus {
+    /// Cores the agent may use.
+    pub cores: f64,
+    /// Cores it used in the last interval.
+    pub used: f64,
+    /// The share of the asked capture rate in force, in (0, 1].
+    pub scale: f64,
+    /// Whether forecast training is held to keep within the budget.
+    #[serde(default)]
+    pub training_held: bool,
 }
 
 /// A service the inline proxy fronts: where it listens, where live goes,

@@ -6,6 +6,7 @@ pub mod maps {
     pub const SERVICES: &str = "SERVICES";
     pub const PACKETS: &str = "PACKETS";
     pub const CAPTURE_STATS: &str = "CAPTURE_STATS";
+    pub const ADMITTED: &str = "ADMITTED";
 }
 
 /// tc program names, one per hook.
@@ -17,6 +18,24 @@ pub const MAX_SERVICES: u32 = 64;
 
 /// Sampling resolution: a percentage in hundredths (10000 = 100%).
 pub const SAMPLE_SCALE: u32 = 10_000;
+
+/// Connections admitted at once (LRU): each was sampled at its SYN.
+pub const ADMITTED_ENTRIES: u32 = 65_536;
+
+/// Key of `ADMITTED`: a connection as (client, server), whichever way the
+/// packet goes. A connection is decided once, at its SYN, against the
+/// service's rate then; later packets follow that decision, so a rate
+/// change (the CPU budget's) never cuts a flow in two.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmitKey {
+    pub client: [u8; 16],
+    pub server: [u8; 16],
+    pub client_port: u16,
+    pub server_port: u16,
+    pub _pad: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<AdmitKey>() == 40);
 
 /// Value of `SERVICES`, keyed by the service's TCP port (host order).
 #[repr(C)]
@@ -43,7 +62,8 @@ pub struct CaptureCounters {
     pub truncated: u64,
     /// Packets whose headers could not be read.
     pub parse_errors: u64,
-    pub _reserved: u64,
+    /// Connections admitted at their SYN.
+    pub flows_admitted: u64,
 }
 const _: () = assert!(core::mem::size_of::<CaptureCounters>() == 48);
 

@@ -10,14 +10,14 @@ use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
-    maps::{HashMap, PerCpuArray, PerfEventArray},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerfEventArray},
     programs::TcContext,
 };
 use shadow_common::{
     AF_INET, AF_INET6, IPPROTO_TCP,
     capture::{
-        CaptureCounters, MAX_SERVICES, PERF_DATA_MAX, PacketMeta, ServiceSampling, TAIL_MAX,
-        TailRecord, flow_hash, hook, kind, sampled,
+        ADMITTED_ENTRIES, AdmitKey, CaptureCounters, MAX_SERVICES, PERF_DATA_MAX, PacketMeta,
+        ServiceSampling, TAIL_MAX, TailRecord, flow_hash, hook, kind, sampled,
     },
 };
 
@@ -29,6 +29,14 @@ static CAPTURE_STATS: PerCpuArray<CaptureCounters> = PerCpuArray::with_max_entri
 
 #[map]
 static PACKETS: PerfEventArray<PacketMeta> = PerfEventArray::new(0);
+
+/// Connections sampled at their SYN; every later packet of theirs is sent,
+/// whatever the service's rate has become since.
+#[map]
+static ADMITTED: LruHashMap<AdmitKey, u8> = LruHashMap::with_max_entries(ADMITTED_ENTRIES, 0);
+
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -156,12 +164,45 @@ fn try_shadow_tc(ctx: &TcContext, hook: u8) -> Result<(), i64> {
     // SAFETY: per-CPU slot, touched only by this CPU with preemption off.
     let counters = unsafe { &mut *counters };
     counters.packets_seen += 1;
-    let h = if to_server {
-        flow_hash(&m.saddr, sport, &m.daddr, dport)
+    let key = if to_server {
+        AdmitKey {
+            client: m.saddr,
+            server: m.daddr,
+            client_port: sport,
+            server_port: dport,
+            _pad: [0; 4],
+        }
     } else {
-        flow_hash(&m.daddr, dport, &m.saddr, sport)
+        AdmitKey {
+            client: m.daddr,
+            server: m.saddr,
+            client_port: dport,
+            server_port: sport,
+            _pad: [0; 4],
+        }
     };
-    if !sampled(h, svc.per_ten_thousand) {
+    let flags: u8 = ctx
+        .load(l4.tcp_off + 13)
+        .map_err(|_| shadow_common::prog_error::PACKET_LOAD)?;
+    // A client's SYN decides, at the rate now; a stale entry of an earlier
+    // connection on the same ports goes. A connection already open when the
+    // agent came is never admitted (it could not be rebuilt anyway).
+    let admitted = if to_server && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        let h = flow_hash(&key.client, key.client_port, &key.server, key.server_port);
+        let take = sampled(h, svc.per_ten_thousand);
+        if take {
+            if ADMITTED.insert(&key, &1, 0).is_ok() {
+                counters.flows_admitted += 1;
+            }
+        } else {
+            let _ = ADMITTED.remove(&key);
+        }
+        take
+    } else {
+        // SAFETY: only tested for presence.
+        unsafe { ADMITTED.get(&key) }.is_some()
+    };
+    if !admitted {
         return Ok(());
     }
     if fill_tcp(ctx, m, &l4).is_err() {

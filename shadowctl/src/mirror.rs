@@ -91,6 +91,13 @@ pub(crate) fn print_status(all: &[MirrorStatus]) {
         } else {
             "connections".into()
         };
+        // Under the CPU budget the kernel captures less than asked.
+        let of = match s.budget {
+            Some(b) if b.scale < 1.0 && s.sample != "inline" => {
+                format!("{of}, {:.2}% captured", s.capture_percent)
+            }
+            _ => of,
+        };
         println!(
             "{:<12} {:>6} {:>7}% {:<11} {:>10} {:>10} {:>9} {:>9} {:>9}  {}",
             s.service,
@@ -123,6 +130,20 @@ pub(crate) fn print_status(all: &[MirrorStatus]) {
                 i.in_flight + i.in_flight_alternate
             );
         }
+    }
+    // One budget for the whole agent.
+    if let Some(b) = all.first().and_then(|s| s.budget) {
+        println!(
+            "CPU budget {} cores: {:.2} used, capture at {:.1}% of what was asked{}",
+            b.cores,
+            b.used,
+            b.scale * 100.0,
+            if b.training_held {
+                ", forecast training held"
+            } else {
+                ""
+            }
+        );
     }
 }
 

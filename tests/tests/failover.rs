@@ -973,6 +973,7 @@ fn a_planned_cutover_warms_the_shadow_with_the_requests_seen_live() {
         format!(
             "[capture]\ninterface = \"lo\"\n\n[[service]]\nname = \"web\"\nport = {port}\npercent = 100\n\
              targets = [\"http://{mirror_addr}\"]\ntimeout = \"2s\"\n\n[service.diff]\nnoise_fraction = 0.0\n\n\
+             [agent]\ncpu_budget = 0\n\n\
              [failover]\ncheck_interval = \"100ms\"\nstate_dir = \"{state}\"\npin_dir = \"{pins}\"\n\n\
              [[failover.service]]\nname = \"web\"\nport = {port}\nshadow_port = {shadow}\ncheck_path = \"/healthz\"\n\n\
              [[failover.service.step]]\nkind = \"warm\"\nlast = \"5m\"\nrate = 200\n",

@@ -113,6 +113,10 @@ impl Mirror {
         } else {
             format!("{config}\n[service.diff]\nnoise_fraction = 0.0\n")
         };
+        // The budget would lower the capture rate under a burst, and these
+        // tests count what each connection mirrored; its own test turns it
+        // on with the flag.
+        let config = format!("{config}\n[agent]\ncpu_budget = 0\n");
         let cfg_path = dir.join("shadow.toml");
         std::fs::write(&cfg_path, config).unwrap();
         let control = dir.join("control.sock");
@@ -1124,5 +1128,74 @@ fn without_kernel_programs_the_inline_proxy_still_shadows_and_captured_services_
         err.contains("service \"api\" is captured in the kernel")
             && err.contains("[service.inline]"),
         "{err}"
+    );
+}
+
+#[test]
+fn the_cpu_budget_lowers_the_capture_rate_under_load_and_loses_nothing_it_admitted() {
+    let Some(_k) = kernel_test(
+        "the_cpu_budget_lowers_the_capture_rate_under_load_and_loses_nothing_it_admitted",
+    ) else {
+        return;
+    };
+    let m = Mirror::start_with("budget", 100.0, &["normal"], "", &["--cpu-budget", "0.2"]);
+    // Every request on a new connection, 100 % asked: more than a fifth of
+    // a core for the agent to capture and replay them all.
+    let answers = m.client("connections", &["1500"]);
+    assert_eq!(answers.len(), 1500);
+    assert!(answers.iter().all(|r| r["status"] == 200), "live answered");
+    let scales: Vec<f64> = m
+        .log()
+        .lines()
+        .filter(|l| l.contains("CPU budget"))
+        .filter_map(|l| {
+            l.split("scale=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .trim_matches('"')
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        scales.iter().any(|s| *s < 1.0),
+        "the budget lowered the capture rate: {scales:?}\n{}",
+        m.log()
+    );
+    // Forecast training counts against the budget and yields first.
+    assert!(
+        m.log().contains("CPU budget: forecast training is held"),
+        "{}",
+        m.log()
+    );
+    // What was admitted was captured whole: nothing dropped, all replayed.
+    m.settle(Duration::from_secs(20));
+    let st = m.status();
+    assert!(
+        st.stats.flow_drops.is_empty() && st.stats.not_replayed.is_empty(),
+        "{st:?}"
+    );
+    assert_eq!(st.coverage, Some(1.0), "{st:?}");
+    assert!(
+        st.stats.replayed < 1500,
+        "fewer connections captured: {st:?}"
+    );
+    let log = m.shadow_log(0);
+    assert_eq!(log.len() as u64, st.stats.replayed, "{st:?}");
+    let budget = st.budget.expect("the budget is reported");
+    assert_eq!(budget.cores, 0.2);
+    // Once the load is gone the rate comes back to what was asked.
+    wait_until_ok(
+        Duration::from_secs(30),
+        "the capture rate back to 100 %",
+        || {
+            let st = m.status();
+            if st.capture_percent == 100.0 {
+                Ok(())
+            } else {
+                Err(format!("{st:?}"))
+            }
+        },
     );
 }

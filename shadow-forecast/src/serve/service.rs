@@ -10,7 +10,7 @@
 use std::{
     collections::VecDeque,
     path::PathBuf,
-    sync::{Arc, Mutex, RwLock, mpsc},
+    sync::{Arc, Mutex, RwLock, atomic::AtomicBool, mpsc},
     time::Instant,
 };
 
@@ -176,6 +176,9 @@ pub struct Service {
     events: Mutex<VecDeque<AnomalyEvent>>,
     /// Tells the refresher which metric has a new model.
     pub(super) wake: Mutex<Option<mpsc::Sender<usize>>>,
+    /// While set, training waits: before a metric's run and between the
+    /// folds of one (a CPU budget sets it; nice alone is not a budget).
+    pub hold: Arc<AtomicBool>,
 }
 
 impl Service {
@@ -194,6 +197,7 @@ impl Service {
             slots,
             events: Mutex::new(VecDeque::new()),
             wake: Mutex::new(None),
+            hold: Arc::new(AtomicBool::new(false)),
         }
     }
 

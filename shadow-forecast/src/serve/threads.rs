@@ -105,6 +105,7 @@ fn trainer_loop(service: &Service, stop: &AtomicBool) {
                 return;
             }
             if service.due(slot, now_s()) {
+                service.wait_while_held();
                 service.train(i, now_s());
             }
         }

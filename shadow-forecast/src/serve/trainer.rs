@@ -72,7 +72,7 @@ impl Service {
         }
         let started = Instant::now();
         let cfg = self.settings.forecaster_config();
-        let result = forecaster::train(&snapshot.input(), &cfg, &mut |_| {});
+        let result = forecaster::train(&snapshot.input(), &cfg, &mut |_| self.wait_while_held());
         let seconds = started.elapsed().as_secs_f64();
         let model = match result {
             Ok(m) => m,
@@ -103,6 +103,14 @@ impl Service {
             let _ = tx.send(index);
         }
         true
+    }
+
+    /// Blocks while [`Service::hold`] is set (a CPU budget over its limit),
+    /// checking every 100 ms.
+    pub fn wait_while_held(&self) {
+        while self.hold.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     fn training_failed(&self, slot: &Slot, now: i64, seconds: f64, error: String) {

@@ -40,7 +40,7 @@ use crate::{
     kernel::{KernelTelemetry, TelemetryError, view::Views},
     metrics::{self as m, service::ServiceStats},
     provision::Provisioner,
-    replay::{Replayer, ServiceReplay, control::Control, inline::Proxy},
+    replay::{Replayer, ServiceReplay, budget::Budget, control::Control, inline::Proxy},
     util::{page_size, task::Shutdown},
 };
 use lifecycle::{LifecycleError, PidFile};
@@ -57,6 +57,8 @@ pub struct AgentConfig {
     pub history_max_metrics: usize,
     /// A series silent this long gives its slot to a new one.
     pub history_stale: Duration,
+    /// Cores the agent may use; 0: no budget.
+    pub cpu_budget: f64,
     pub max_endpoint_series: usize,
     pub server_id: String,
     /// Services to shadow; `None` runs telemetry only.
@@ -211,9 +213,13 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         Arc::new(forecast::Service::new(f, cfg.server_id.clone()))
     });
     let shadowing = match &cfg.shadow {
-        Some(c) if !c.services.is_empty() => {
-            Some(start_shadowing(telemetry.as_mut(), c, &views, &mut tasks)?)
-        }
+        Some(c) if !c.services.is_empty() => Some(start_shadowing(
+            telemetry.as_mut(),
+            c,
+            &views,
+            &mut tasks,
+            Budget::new(cfg.cpu_budget, forecast.as_ref().map(|f| f.hold.clone())),
+        )?),
         _ => None,
     };
     // After the capture, whose start removes leftovers of ours. The cutover
@@ -453,6 +459,7 @@ fn start_shadowing(
     config: &Config,
     views: &Arc<Views>,
     tasks: &mut Tasks,
+    budget: Budget,
 ) -> Result<Arc<Control>, AgentError> {
     let (mut capture, perf) = match telemetry {
         Some(t) => {
@@ -548,6 +555,7 @@ fn start_shadowing(
     }
     Ok(Arc::new(Control {
         capture: Mutex::new(capture),
+        budget: Mutex::new(budget),
         replayer,
         ports,
         pipeline,

@@ -86,6 +86,10 @@ pub(super) fn poll_loop(
             }
         }
         if let Some(c) = control {
+            c.apply_budget(
+                crate::replay::budget::process_cpu_seconds(),
+                std::time::Instant::now(),
+            );
             c.publish_metrics();
         }
         if let Some(f) = &shared.forecast {

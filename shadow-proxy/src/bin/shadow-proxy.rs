@@ -37,6 +37,10 @@ struct Cli {
     /// new one (processes and devices come and go).
     #[arg(long, default_value = "5m", value_parser = duration::parse)]
     history_stale: Duration,
+    /// Cores the agent may use: over it, new connections are captured at a
+    /// lower rate until it fits (0: no budget).
+    #[arg(long, default_value_t = 1.0)]
+    cpu_budget: f64,
     /// Endpoints exported by name; the rest are summed into endpoint="other".
     #[arg(long, default_value_t = DEFAULT_MAX_ENDPOINT_SERIES)]
     max_endpoint_series: usize,
@@ -228,6 +232,7 @@ fn overlay(cli: &mut Cli, m: &clap::ArgMatches, file: &config::Config) {
         a.history_max_metrics
     );
     take!("history_stale", cli.history_stale, a.history_stale);
+    take!("cpu_budget", cli.cpu_budget, a.cpu_budget);
     take!(
         "max_endpoint_series",
         cli.max_endpoint_series,
@@ -317,6 +322,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or journald gets
+        // plain `key=value` fields.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let shadow = match cli.config.as_deref().map(config::Config::load).transpose() {
         Ok(c) => c,
@@ -403,6 +411,7 @@ fn main() -> ExitCode {
         history_len: cli.history_len,
         history_max_metrics: cli.history_max_metrics,
         history_stale: cli.history_stale,
+        cpu_budget: cli.cpu_budget,
         max_endpoint_series: cli.max_endpoint_series,
         server_id,
         shadow,

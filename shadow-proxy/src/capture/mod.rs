@@ -200,6 +200,7 @@ impl TcCapture {
             sum.payload_bytes += c.payload_bytes;
             sum.truncated += c.truncated;
             sum.parse_errors += c.parse_errors;
+            sum.flows_admitted += c.flows_admitted;
         }
         Ok(sum)
     }

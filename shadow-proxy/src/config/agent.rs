@@ -24,6 +24,7 @@ pub(super) struct RawAgent {
     history_len: Option<usize>,
     history_max_metrics: Option<usize>,
     history_stale: Option<String>,
+    cpu_budget: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -58,6 +59,8 @@ pub struct AgentFile {
     pub history_len: Option<usize>,
     pub history_max_metrics: Option<usize>,
     pub history_stale: Option<Duration>,
+    /// Cores the agent may use (0: no budget).
+    pub cpu_budget: Option<f64>,
 }
 
 /// `[telemetry]`.
@@ -117,6 +120,15 @@ pub(super) fn agent(raw: RawAgent, invalid: Invalid) -> Result<AgentFile, Config
             invalid,
         )?,
         history_stale: dur(raw.history_stale, "agent.history_stale", invalid)?,
+        cpu_budget: match raw.cpu_budget {
+            Some(c) if !c.is_finite() || c < 0.0 => {
+                return Err(invalid(
+                    "agent.cpu_budget",
+                    format!("{c} must be a number of cores, at least 0 (0: no budget)"),
+                ));
+            }
+            c => c,
+        },
     })
 }
 

@@ -54,6 +54,8 @@ pub struct Control {
     /// Service name -> (port, slot in the kernel's counters).
     pub ports: Vec<(String, u16, u32)>,
     pub pipeline: Arc<PipelineCounters>,
+    /// The agent's CPU budget.
+    pub budget: Mutex<super::budget::Budget>,
 }
 
 impl Control {
@@ -77,6 +79,15 @@ impl Control {
     }
 
     pub fn status(&self) -> Vec<MirrorStatus> {
+        let budget = {
+            let b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+            b.enabled().then(|| shadow_api::mirror::BudgetStatus {
+                cores: b.cores,
+                used: b.used,
+                scale: b.scale,
+                training_held: b.training_held(),
+            })
+        };
         let capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
         self.ports
             .iter()
@@ -117,6 +128,7 @@ impl Control {
                     coverage: stats.coverage(),
                     stats,
                     inline: svc.inline.as_ref().map(|i| i.status()),
+                    budget,
                 })
             })
             .collect()
@@ -224,9 +236,13 @@ impl Control {
                 key: "percent".into(),
                 reason,
             })?;
+        let scale = self.budget.lock().unwrap_or_else(|p| p.into_inner()).scale;
         let (captured, kernel) = {
             let cfg = svc.cfg.read().unwrap_or_else(|p| p.into_inner());
-            let captured = super::sample::capture_rate(hundredths, cfg.per_request);
+            let captured = super::budget::scaled(
+                super::sample::capture_rate(hundredths, cfg.per_request),
+                scale,
+            );
             (captured, cfg.kernel_rate(captured))
         };
         if let Some(c) = self
@@ -251,6 +267,63 @@ impl Control {
             .into_iter()
             .find(|s| s.service == service)
             .expect("a configured service has a status"))
+    }
+
+    /// The CPU budget's step, once an interval: `cpu_seconds` is the
+    /// process's CPU time so far. When the scale moves, every service's
+    /// capture rate for new connections follows.
+    pub fn apply_budget(&self, cpu_seconds: f64, now: std::time::Instant) {
+        let (scale, used, cores) = {
+            let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+            let held = b.training_held();
+            let scale = b.observe(cpu_seconds, now);
+            if b.training_held() != held {
+                tracing::info!(
+                    used_cores = format!("{:.2}", b.used),
+                    budget_cores = b.cores,
+                    held = !held,
+                    "CPU budget: forecast training {}",
+                    if held {
+                        "resumes"
+                    } else {
+                        "is held (it yields before the capture is cut)"
+                    }
+                );
+            }
+            match scale {
+                Some(s) => (s, b.used, b.cores),
+                None => return,
+            }
+        };
+        let mut capture = self.capture.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, port, slot) in &self.ports {
+            let Some(svc) = self.replayer.services.get(port) else {
+                continue;
+            };
+            let (captured, kernel) = {
+                let cfg = svc.cfg.read().unwrap_or_else(|p| p.into_inner());
+                let captured = super::budget::scaled(
+                    super::sample::capture_rate(cfg.per_ten_thousand, cfg.per_request),
+                    scale,
+                );
+                (captured, cfg.kernel_rate(captured))
+            };
+            if let Some(c) = capture.as_mut()
+                && let Err(error) = c.set_sampling(*port, *slot, kernel)
+            {
+                tracing::warn!(service = %name, %error, "CPU budget: the capture rate could not be set");
+                continue;
+            }
+            svc.captured
+                .store(captured, std::sync::atomic::Ordering::Relaxed);
+            self.replayer.traffic.set_sampling(name, captured);
+        }
+        tracing::info!(
+            used_cores = format!("{used:.2}"),
+            budget_cores = cores,
+            scale = format!("{scale:.3}"),
+            "CPU budget: new connections are captured at this share of what was asked"
+        );
     }
 
     /// Replaces a service's rules; on error nothing changes.

@@ -8,6 +8,7 @@
 //! answer is diffed against live's and kept with the live pair in a bounded
 //! ring of [`ReplayRecord`]s.
 
+pub mod budget;
 pub mod config;
 pub mod control;
 pub mod diffs;
