@@ -25,7 +25,10 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, not SIGKILL: the master then stops its workers, which a
+        // killed master would leave running (and holding their ports).
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }
@@ -88,23 +91,31 @@ struct Agent {
 
 impl Agent {
     fn start(bin: &Path, dir: &Path, p: &Ports) -> Result<Self> {
-        Self::start_at(bin, dir, p, Some(100.0))
+        Self::start_at(bin, dir, p, Some(100.0), 0.0)
     }
 
     /// `percent`: the service's sampling; `None`: telemetry only (no
-    /// `[[service]]`, so no classifier).
-    fn start_at(bin: &Path, dir: &Path, p: &Ports, percent: Option<f64>) -> Result<Self> {
+    /// `[[service]]`, so no classifier). `budget`: `cpu_budget` in cores
+    /// (0: none, so every other row measures the capture itself).
+    fn start_at(
+        bin: &Path,
+        dir: &Path,
+        p: &Ports,
+        percent: Option<f64>,
+        budget: f64,
+    ) -> Result<Self> {
         let cfg = dir.join("shadow.toml");
         std::fs::write(
             &cfg,
             match percent {
                 Some(percent) => format!(
-                    "[capture]\ninterface = \"lo\"\nqueue = 100000\n[[service]]\nname = \"web\"\nport = {}\n\
+                    "[agent]\ncpu_budget = {budget}\n[capture]\ninterface = \"lo\"\nqueue = 100000\n\
+                     [[service]]\nname = \"web\"\nport = {}\n\
                      percent = {percent}\ntargets = [\"http://127.0.0.1:{}\"]\ntimeout = \"5s\"\nmax_in_flight = 512\n\
                      [service.diff]\nnoise_fraction = 0.0\n",
                     p.live, p.shadow
                 ),
-                None => String::new(),
+                None => format!("[agent]\ncpu_budget = {budget}\n"),
             },
         )?;
         let ready = dir.join("ready.json");
@@ -193,6 +204,7 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     let mut agent_cpu = Vec::new();
     let mut agent_rss = 0u64;
     let mut ladder: Vec<Vec<Rung>> = vec![Vec::new(); LADDER.len()];
+    let mut budget = Vec::new();
     for round in 0..rounds {
         let r = wrk(ports.live, seconds)?;
         println!(
@@ -234,7 +246,7 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
         // each against this round's no-agent run.
         let base = plain[plain.len() - 1];
         for (k, percent) in LADDER.iter().enumerate() {
-            let a = Agent::start_at(agent, &dir, &ports, *percent)?;
+            let a = Agent::start_at(agent, &dir, &ports, *percent, 0.0)?;
             let (cpu0, _) = crate::overhead::usage(a.child.id());
             let t = Instant::now();
             let r = wrk(ports.live, seconds)?;
@@ -262,6 +274,10 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
                 us_per_replayed: (replayed > 0).then(|| cpu_s * 1e6 / replayed as f64),
             });
         }
+
+        budget.push(budget_round(
+            agent, &shadowctl, &dir, &ports, seconds, round,
+        )?);
 
         let before = count_lines(&shadow_log);
         let r = wrk(ports.mirror, seconds)?;
@@ -365,6 +381,7 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
             }
         );
     }
+    budget_section(&mut md, &budget, seconds);
     print!("\n{md}");
     if let Some(parent) = report.parent() {
         std::fs::create_dir_all(parent)?;
@@ -372,4 +389,136 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     std::fs::write(report, md)?;
     println!("report written to {}", report.display());
     Ok(())
+}
+
+/// The budget the saturation rows give the agent, in cores.
+const BUDGET_CORES: f64 = 0.5;
+
+/// One round of the CPU budget under saturation: a new connection per
+/// request (`Connection: close`, so the kernel decides each request at its
+/// SYN), 100 % asked, against this round's no-agent run of the same load.
+#[derive(Debug, Clone)]
+struct BudgetRound {
+    /// Live req/s with no agent, with the budgeted agent, with no budget.
+    base: f64,
+    budgeted: f64,
+    unbudgeted: f64,
+    p99_ratio: f64,
+    /// The budgeted agent's CPU, in cores.
+    cpu: f64,
+    /// Requests the shadow received over those live served.
+    mirrored_share: f64,
+    coverage: Option<f64>,
+    drops: String,
+    lowest_scale: f64,
+}
+
+fn budget_round(
+    agent: &Path,
+    shadowctl: &Path,
+    dir: &Path,
+    ports: &Ports,
+    seconds: u64,
+    round: u32,
+) -> Result<BudgetRound> {
+    let close = ["-H", "Connection: close"];
+    let base = crate::overhead::wrk_with(ports.live, seconds, &close)?;
+    let a = Agent::start_at(agent, dir, ports, Some(100.0), 0.0)?;
+    let unbudgeted = crate::overhead::wrk_with(ports.live, seconds, &close)?;
+    drop(a);
+    let shadow_log = dir.join("shadow.log");
+    let before = count_lines(&shadow_log);
+    let a = Agent::start_at(agent, dir, ports, Some(100.0), BUDGET_CORES)?;
+    let (cpu0, _) = crate::overhead::usage(a.child.id());
+    let t = Instant::now();
+    let r = crate::overhead::wrk_with(ports.live, seconds, &close)?;
+    let (cpu1, _) = crate::overhead::usage(a.child.id());
+    let cpu = (cpu1 - cpu0) / t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(3));
+    let st = a.status(shadowctl)?;
+    drop(a);
+    let received = count_lines(&shadow_log) - before;
+    let served = (r.0 * seconds as f64).max(1.0);
+    let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let lowest_scale = log
+        .lines()
+        .filter(|l| l.contains("CPU budget: new connections"))
+        .filter_map(|l| {
+            l.split("scale=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .fold(1.0, f64::min);
+    let b = BudgetRound {
+        base: base.0,
+        budgeted: r.0,
+        unbudgeted: unbudgeted.0,
+        p99_ratio: r.1 / base.1,
+        cpu,
+        mirrored_share: received as f64 / served,
+        coverage: st["coverage"].as_f64(),
+        drops: format!(
+            "{} {}",
+            st["stats"]["not_replayed"], st["stats"]["flow_drops"]
+        ),
+        lowest_scale,
+    };
+    println!(
+        "round {round} budget {BUDGET_CORES} cores, Connection: close: no agent {:.0} req/s, \
+         no budget {:.0}, budgeted {:.0} ({:.3}), agent {:.2} cores, {:.1} % mirrored, lowest scale {:.3}",
+        b.base,
+        b.unbudgeted,
+        b.budgeted,
+        b.budgeted / b.base,
+        b.cpu,
+        b.mirrored_share * 100.0,
+        b.lowest_scale
+    );
+    Ok(b)
+}
+
+fn budget_section(md: &mut String, rounds: &[BudgetRound], seconds: u64) {
+    if rounds.is_empty() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let goal = 1.0 - BUDGET_CORES / cores - 0.01;
+    let med = |f: fn(&BudgetRound) -> f64| median(rounds.iter().map(f).collect());
+    let ratio = med(|b| b.budgeted / b.base);
+    let _ = writeln!(
+        md,
+        "\n## CPU budget under saturation\n\n\
+         wrk -t1 -c32 with `Connection: close` (a new connection per request, so the kernel \
+         decides each one at its SYN), 100 % asked, {seconds} s per run, against each round's \
+         no-agent run of the same load. The shadow is the same nginx worker as live, so the \
+         mirrored requests it serves are also taken from live. Medians over {} rounds.\n\n\
+         | agent | req/s ratio | p99 ratio | agent CPU (cores) | mirrored share of live | lowest scale |\n\
+         |---|---|---|---|---|---|\n\
+         | no budget | {:.4} | - | - | - | - |\n\
+         | cpu_budget = {BUDGET_CORES} | {ratio:.4} | {:.4} | {:.3} | {:.1} % | {:.3} |\n",
+        rounds.len(),
+        med(|b| b.unbudgeted / b.base),
+        med(|b| b.p99_ratio),
+        med(|b| b.cpu),
+        med(|b| b.mirrored_share) * 100.0,
+        med(|b| b.lowest_scale),
+    );
+    let _ = writeln!(
+        md,
+        "Goal: live ≥ 1 - budget/cores - 0.01 = {goal:.3} on {cores} cores: {} ({ratio:.3}).",
+        if ratio >= goal { "met" } else { "missed" }
+    );
+    for (i, b) in rounds.iter().enumerate() {
+        let _ = writeln!(
+            md,
+            "- round {i}: no agent {:.0} req/s, budgeted {:.0}; coverage of what was admitted {}; drops {}",
+            b.base,
+            b.budgeted,
+            b.coverage.map_or("-".into(), |c| format!("{:.4}", c)),
+            b.drops
+        );
+    }
 }

@@ -24,7 +24,10 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, not SIGKILL: the master then stops its workers, which a
+        // killed master would leave running (and holding their ports).
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }
@@ -115,8 +118,14 @@ pub fn wrk_latency(port: u16, seconds: u64) -> Result<(f64, f64, f64)> {
 }
 
 pub fn wrk(port: u16, seconds: u64) -> Result<(f64, f64)> {
+    wrk_with(port, seconds, &[])
+}
+
+/// [`wrk`] with more arguments (a header, say).
+pub fn wrk_with(port: u16, seconds: u64, extra: &[&str]) -> Result<(f64, f64)> {
     let out = Command::new("wrk")
         .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"])
+        .args(extra)
         .arg(format!("http://127.0.0.1:{port}/"))
         .output()
         .context("running wrk")?;

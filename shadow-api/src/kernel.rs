@@ -26,6 +26,10 @@ pub struct KernelSnapshot {
     pub block_issued: u64,
     /// `tcp_probe` events seen since attach.
     pub tcp_probes: u64,
+    /// Of those, the ones whose RTT went into a histogram (one per
+    /// connection per millisecond at most).
+    #[serde(default)]
+    pub tcp_probes_sampled: u64,
     /// Errors the programs' bodies returned, by program and kind (every
     /// pair, zeros included, so rates can be taken).
     #[serde(default)]

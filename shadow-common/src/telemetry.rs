@@ -11,6 +11,7 @@ pub mod maps {
     pub const CONNS: &str = "CONNS";
     pub const LISTEN_PORTS: &str = "LISTEN_PORTS";
     pub const STATS: &str = "STATS";
+    pub const SRTT_MASK: &str = "SRTT_MASK";
 }
 
 /// Name of the load-time global that holds [`TracepointOffsets`].
@@ -25,6 +26,28 @@ pub const BLOCK_STATS_ENTRIES: u32 = 1_024;
 pub const ENDPOINT_ENTRIES: u32 = 4_096;
 /// Open TCP connections tracked at once (LRU; evictions are counted).
 pub const CONN_ENTRIES: u32 = 65_536;
+/// `tcp_probe` fires for every segment of an established connection. The
+/// agent keeps its RTT samples near this many a second: below it every
+/// probe is recorded; above it one in `SRTT_MASK[0] + 1`, at random (the
+/// agent sets that mask from the probe rate each interval). Every probe is
+/// counted (`stat::TCP_PROBES` stays exact).
+pub const SRTT_SAMPLES_PER_SECOND: u64 = 2_000;
+/// The largest mask: one probe in 1,024.
+pub const SRTT_MASK_MAX: u64 = 1_023;
+
+/// The `SRTT_MASK` that keeps about [`SRTT_SAMPLES_PER_SECOND`] RTT
+/// samples at `probes_per_second`: 0 (every probe) below it, else a power
+/// of two minus one.
+pub fn srtt_mask_for(probes_per_second: u64) -> u64 {
+    if probes_per_second <= SRTT_SAMPLES_PER_SECOND {
+        return 0;
+    }
+    probes_per_second
+        .div_ceil(SRTT_SAMPLES_PER_SECOND)
+        .next_power_of_two()
+        .saturating_sub(1)
+        .min(SRTT_MASK_MAX)
+}
 /// Local listening ports (to tell inbound from outbound connections).
 pub const LISTEN_PORT_ENTRIES: u32 = 1_024;
 
@@ -54,6 +77,9 @@ pub mod stat {
     pub const TCP_PROBES: u32 = 9;
     /// Local listening ports learnt from accepted connections.
     pub const LISTEN_PORTS_LEARNT: u32 = 10;
+    /// `tcp_probe` events whose RTT went into a histogram (see
+    /// [`super::srtt_mask_for`]).
+    pub const TCP_PROBES_SAMPLED: u32 = 11;
     /// First of the program-error slots (see [`super::prog_error`]).
     pub const PROG_ERRORS: u32 = 16;
     /// Number of slots.

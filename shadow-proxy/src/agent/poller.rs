@@ -174,6 +174,8 @@ fn publish_metrics(kernel: &KernelSnapshot, host: &[(Series, f64)]) {
     metrics::counter!(names::KERNEL_EVENTS, "event" => "block_rq_issue")
         .absolute(kernel.block_issued);
     metrics::counter!(names::KERNEL_EVENTS, "event" => "tcp_probe").absolute(kernel.tcp_probes);
+    metrics::counter!(names::KERNEL_EVENTS, "event" => "tcp_probe_rtt_sampled")
+        .absolute(kernel.tcp_probes_sampled);
     for (series, value) in host {
         let (name, label) = series.gauge();
         match label {

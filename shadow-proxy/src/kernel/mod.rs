@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::TracePoint,
 };
 use shadow_common::{
@@ -87,6 +87,10 @@ pub struct KernelTelemetry {
     block_stats: HashMap<MapData, BlockKey, BlockStats>,
     endpoints: HashMap<MapData, EndpointKey, EndpointStats>,
     stats: PerCpuArray<MapData, u64>,
+    /// `tcp_probe`'s sampling mask, set from the probe rate.
+    srtt_mask: Array<MapData, u64>,
+    /// The probe count and time of the last snapshot, and the mask set.
+    probes_seen: Option<(u64, std::time::Instant, u64)>,
     devices: devices::DeviceNames,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     // Declared last: programs detach after the maps above are closed.
@@ -179,6 +183,9 @@ impl KernelTelemetry {
                 .map_err(map_err(maps::ENDPOINTS))?,
             stats: PerCpuArray::try_from(take(&mut ebpf, maps::STATS)?)
                 .map_err(map_err(maps::STATS))?,
+            srtt_mask: Array::try_from(take(&mut ebpf, maps::SRTT_MASK)?)
+                .map_err(map_err(maps::SRTT_MASK))?,
+            probes_seen: None,
             devices: devices::DeviceNames::default(),
             logger,
             ebpf,
@@ -222,12 +229,36 @@ impl KernelTelemetry {
                 .map_err(map_err(maps::STATS))?;
             *out = per_cpu.iter().sum();
         }
+        self.sample_srtt(counts[stat::TCP_PROBES as usize]);
         Ok(snapshot::build(
             block,
             endpoints,
             &counts,
             &mut self.devices,
         ))
+    }
+}
+
+impl KernelTelemetry {
+    /// Sets `tcp_probe`'s sampling from the probe rate since the last
+    /// snapshot, so a busy host keeps about `SRTT_SAMPLES_PER_SECOND` RTT
+    /// samples and a quiet one records every probe.
+    fn sample_srtt(&mut self, probes: u64) {
+        let now = std::time::Instant::now();
+        let (mask, changed) = match self.probes_seen {
+            Some((before, at, mask)) => {
+                let secs = now.duration_since(at).as_secs_f64().max(1e-3);
+                let rate = (probes.saturating_sub(before) as f64 / secs) as u64;
+                let new = shadow_common::srtt_mask_for(rate);
+                (new, new != mask)
+            }
+            None => (0, false),
+        };
+        if changed && let Err(error) = self.srtt_mask.set(0, mask, 0) {
+            tracing::warn!(%error, "tcp_probe sampling could not be set");
+            return;
+        }
+        self.probes_seen = Some((probes, now, mask));
     }
 }
 
@@ -308,5 +339,31 @@ mod tests {
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n\
    1: 0100007F:A1B2 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1\n";
         assert_eq!(parse_listening_ports(text), vec![0x1F90]);
+    }
+
+    #[test]
+    fn a_quiet_host_records_every_rtt_and_a_busy_one_about_two_thousand_a_second() {
+        assert_eq!(shadow_common::srtt_mask_for(0), 0);
+        assert_eq!(
+            shadow_common::srtt_mask_for(shadow_common::SRTT_SAMPLES_PER_SECOND),
+            0,
+            "every probe"
+        );
+        for rate in [2_001, 10_000, 54_000, 500_000] {
+            let mask = shadow_common::srtt_mask_for(rate);
+            assert!((mask + 1).is_power_of_two(), "{rate}: {mask}");
+            let kept = rate / (mask + 1);
+            assert!(
+                (shadow_common::SRTT_SAMPLES_PER_SECOND / 2
+                    ..=shadow_common::SRTT_SAMPLES_PER_SECOND)
+                    .contains(&kept),
+                "{rate}/s keeps {kept}/s"
+            );
+        }
+        assert_eq!(
+            shadow_common::srtt_mask_for(u64::MAX),
+            shadow_common::SRTT_MASK_MAX,
+            "bounded"
+        );
     }
 }

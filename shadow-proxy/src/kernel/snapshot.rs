@@ -43,6 +43,7 @@ pub fn build(
         },
         block_issued: c(stat::BLOCK_ISSUED),
         tcp_probes: c(stat::TCP_PROBES),
+        tcp_probes_sampled: c(stat::TCP_PROBES_SAMPLED),
         program_errors: program_errors(&c),
     }
 }
