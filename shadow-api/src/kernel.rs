@@ -26,8 +26,8 @@ pub struct KernelSnapshot {
     pub block_issued: u64,
     /// `tcp_probe` events seen since attach.
     pub tcp_probes: u64,
-    /// Of those, the ones whose RTT went into a histogram (one per
-    /// connection per millisecond at most).
+    /// Of those, the ones whose RTT went into a histogram (all below 2,000
+    /// a second, about 2,000 a second above).
     #[serde(default)]
     pub tcp_probes_sampled: u64,
     /// Errors the programs' bodies returned, by program and kind (every
