@@ -15,11 +15,11 @@ pub mod reassembly;
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, PerfEventArray},
+    maps::{Array, MapData, PerCpuArray, PerfEventArray},
     programs::{SchedClassifier, TcAttachType, tc},
 };
 use shadow_common::capture::{
-    CaptureCounters, ServiceSampling, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, maps,
+    CaptureCounters, ServiceSampling, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, maps, service_flag,
 };
 
 use config::{AttachMode, CaptureConfig};
@@ -63,7 +63,9 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
 
 /// The attached classifier and its maps.
 pub struct TcCapture {
-    services: HashMap<MapData, u16, ServiceSampling>,
+    services: Array<MapData, ServiceSampling>,
+    /// Ports whose rate was above 0 at some point since attach.
+    sampled_ports: std::collections::HashSet<u16>,
     stats: PerCpuArray<MapData, CaptureCounters>,
     pub interface: String,
     /// Whether the clsact qdisc on the interface is ours (it was not there
@@ -136,7 +138,7 @@ impl TcCapture {
             })
         };
         let services =
-            HashMap::try_from(take(ebpf, maps::SERVICES)?).map_err(map_err(maps::SERVICES))?;
+            Array::try_from(take(ebpf, maps::SERVICES)?).map_err(map_err(maps::SERVICES))?;
         let stats = PerCpuArray::try_from(take(ebpf, maps::CAPTURE_STATS)?)
             .map_err(map_err(maps::CAPTURE_STATS))?;
         let perf =
@@ -144,6 +146,7 @@ impl TcCapture {
         Ok((
             Self {
                 services,
+                sampled_ports: std::collections::HashSet::new(),
                 stats,
                 interface: cfg.interface.clone(),
                 added_clsact,
@@ -175,12 +178,20 @@ impl TcCapture {
         slot: u32,
         per_ten_thousand: u32,
     ) -> Result<(), CaptureError> {
+        if per_ten_thousand > 0 {
+            self.sampled_ports.insert(port);
+        }
+        let mut flags = service_flag::ACTIVE;
+        if self.sampled_ports.contains(&port) {
+            flags |= service_flag::MAY_HAVE_ADMITTED;
+        }
         self.services
-            .insert(
-                port,
+            .set(
+                u32::from(port),
                 ServiceSampling {
                     per_ten_thousand,
                     slot,
+                    flags,
                 },
                 0,
             )
