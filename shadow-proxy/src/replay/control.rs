@@ -237,14 +237,7 @@ impl Control {
                 reason,
             })?;
         let scale = self.budget.lock().unwrap_or_else(|p| p.into_inner()).scale;
-        let (captured, kernel) = {
-            let cfg = svc.cfg.read().unwrap_or_else(|p| p.into_inner());
-            let captured = super::budget::scaled(
-                super::sample::capture_rate(hundredths, cfg.per_request),
-                scale,
-            );
-            (captured, cfg.kernel_rate(captured))
-        };
+        let (captured, kernel) = capture_rates(svc, hundredths, scale);
         if let Some(c) = self
             .capture
             .lock()
@@ -258,9 +251,7 @@ impl Control {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .per_ten_thousand = hundredths;
-        svc.captured
-            .store(captured, std::sync::atomic::Ordering::Relaxed);
-        self.replayer.traffic.set_sampling(service, captured);
+        self.captured_now(service, svc, captured);
         tracing::info!(service, percent, "Mirror percentage changed");
         Ok(self
             .status()
@@ -300,23 +291,19 @@ impl Control {
             let Some(svc) = self.replayer.services.get(port) else {
                 continue;
             };
-            let (captured, kernel) = {
-                let cfg = svc.cfg.read().unwrap_or_else(|p| p.into_inner());
-                let captured = super::budget::scaled(
-                    super::sample::capture_rate(cfg.per_ten_thousand, cfg.per_request),
-                    scale,
-                );
-                (captured, cfg.kernel_rate(captured))
-            };
+            let asked = svc
+                .cfg
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .per_ten_thousand;
+            let (captured, kernel) = capture_rates(svc, asked, scale);
             if let Some(c) = capture.as_mut()
                 && let Err(error) = c.set_sampling(*port, *slot, kernel)
             {
                 tracing::warn!(service = %name, %error, "CPU budget: the capture rate could not be set");
                 continue;
             }
-            svc.captured
-                .store(captured, std::sync::atomic::Ordering::Relaxed);
-            self.replayer.traffic.set_sampling(name, captured);
+            self.captured_now(name, svc, captured);
         }
         tracing::info!(
             used_cores = format!("{used:.2}"),
@@ -324,6 +311,14 @@ impl Control {
             scale = format!("{scale:.3}"),
             "CPU budget: new connections are captured at this share of what was asked"
         );
+    }
+
+    /// The capture rate now in force for `svc`: what its replay and its
+    /// live series are scaled by.
+    fn captured_now(&self, name: &str, svc: &super::ServiceReplay, captured: u32) {
+        svc.captured
+            .store(captured, std::sync::atomic::Ordering::Relaxed);
+        self.replayer.traffic.set_sampling(name, captured);
     }
 
     /// Replaces a service's rules; on error nothing changes.
@@ -336,4 +331,16 @@ impl Control {
         tracing::info!(service, "Mirror rules replaced");
         Ok(())
     }
+}
+
+/// `(captured, kernel)` rates for `svc` when `hundredths` are asked under
+/// the CPU budget's `scale`: what is captured (per request, the sampler's
+/// input) and what the kernel is told (per connection).
+fn capture_rates(svc: &super::ServiceReplay, hundredths: u32, scale: f64) -> (u32, u32) {
+    let cfg = svc.cfg.read().unwrap_or_else(|p| p.into_inner());
+    let captured = super::budget::scaled(
+        super::sample::capture_rate(hundredths, cfg.per_request),
+        scale,
+    );
+    (captured, cfg.kernel_rate(captured))
 }
