@@ -88,6 +88,7 @@ fn request(id: u64, cfg: &Arc<ServiceConfig>) -> ShadowRequest {
                 trailers: Vec::new(),
                 first_byte_ns: 0,
                 last_byte_ns: 0,
+                streamed: false,
             },
             response: None,
         },

@@ -1,7 +1,7 @@
 //! Reading one message body: the framing state (length, until close,
 //! chunked with extensions and trailers) over a stream's unconsumed bytes.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use httparse::Status;
 
 use super::head::{head_error, owned_headers};
@@ -58,10 +58,26 @@ pub(super) struct Body {
     pub(super) chunked: bool,
     pub(super) data: BytesMut,
     pub(super) trailers: Vec<Header>,
+    /// Payload bytes read so far, held or streamed.
+    total: u64,
+    /// Past [`Limits::stream_body_over`]: the payload goes to `pieces`
+    /// as it is read, never into `data`.
+    pub(super) streaming: bool,
+    /// Payload read since the reader last took it (while streaming).
+    pub(super) pieces: Vec<Bytes>,
 }
 
 impl Body {
     pub(super) fn new(framing: Framing, limits: Limits, dir: Direction) -> Self {
+        let mut limits = limits;
+        if dir == Direction::Response {
+            limits.stream_body_over = None;
+        }
+        // A length known to be over the bound streams from its first byte.
+        let streaming = matches!(
+            (framing, limits.stream_body_over),
+            (Framing::Length(n), Some(over)) if n > over as u64
+        );
         Self {
             framing,
             limits,
@@ -69,6 +85,9 @@ impl Body {
             chunked: framing == Framing::ChunkSize,
             data: BytesMut::new(),
             trailers: Vec::new(),
+            total: 0,
+            streaming,
+            pieces: Vec::new(),
         }
     }
 
@@ -109,15 +128,34 @@ impl Body {
     }
 
     /// Moves up to `left` bytes into the payload and returns how many are still owed.
+    /// While streaming the bytes are not copied: they leave as pieces of
+    /// the input buffer.
     fn copy(&mut self, input: &mut Input, left: u64) -> u64 {
         let n = usize::try_from(left).map_or(input.buf.len(), |l| l.min(input.buf.len()));
-        self.data.extend_from_slice(&input.take(n));
+        if n == 0 {
+            return left;
+        }
+        let piece = input.take(n);
+        self.total += n as u64;
+        if self.streaming {
+            self.pieces.push(piece.freeze());
+        } else {
+            self.data.extend_from_slice(&piece);
+            if self
+                .limits
+                .stream_body_over
+                .is_some_and(|over| self.data.len() > over)
+            {
+                self.streaming = true;
+                self.pieces.push(self.data.split().freeze());
+            }
+        }
         left - n as u64
     }
 
     fn check_room(&self, extra: u64) -> Result<(), HttpError> {
         let (direction, limit) = (self.dir, self.limits.max_body);
-        if (self.data.len() as u64).saturating_add(extra) > limit as u64 {
+        if self.total.saturating_add(extra) > limit as u64 {
             return Err(HttpError::BodyTooLarge { direction, limit });
         }
         Ok(())

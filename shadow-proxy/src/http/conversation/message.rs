@@ -30,13 +30,27 @@ pub struct Request {
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
     pub headers: Vec<Header>,
-    /// The payload with any chunked framing removed.
+    /// The payload with any chunked framing removed; empty when `streamed`.
     pub body: Bytes,
     pub chunked: bool,
     /// Trailer fields of a chunked body; kept apart because RFC 9110 §6.5.1 forbids blind merging.
     pub trailers: Vec<Header>,
     pub first_byte_ns: u64,
     pub last_byte_ns: u64,
+    /// The body was over [`Limits::stream_body_over`]: it left in pieces as
+    /// it was read ([`BodyEvent`]s) and was never held whole.
+    pub streamed: bool,
+}
+
+/// A request body over [`Limits::stream_body_over`], handed out as it is
+/// read: `Begin` with the head, its payload in order, then `End` once the
+/// body is complete. No `End` means it never completed (the conversation
+/// failed or the connection ended first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyEvent {
+    Begin(Request),
+    Data(Bytes),
+    End,
 }
 
 /// A complete final (non-1xx) response as the live server sent it.
@@ -68,6 +82,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_body: usize,
+    /// A request body over this many bytes is streamed rather than held;
+    /// `None` holds every body whole.
+    pub stream_body_over: Option<usize>,
     /// Most requests allowed to wait for their responses at once.
     pub max_pipeline: usize,
 }
@@ -78,6 +95,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 128,
             max_body: 128 * 1024 * 1024,
+            stream_body_over: None,
             max_pipeline: 64,
         }
     }

@@ -13,6 +13,10 @@
 //! [`HttpError::reason`] is a metric label. An error poisons the conversation, because the streams
 //! are out of sync from then on; the caller drops the connection, and exchanges completed before
 //! the error stay available.
+//!
+//! A request body over [`Limits::stream_body_over`] is not held: its bytes leave as
+//! [`BodyEvent`]s through [`Conversation::take_streamed`] as they are read, so a 64 MiB upload
+//! can go on to the shadow while it is still arriving.
 
 mod body;
 mod head;
@@ -23,7 +27,9 @@ mod tests;
 
 use std::collections::VecDeque;
 
-pub use message::{Direction, Exchange, Header, HttpError, Limits, Request, Response, header};
+pub use message::{
+    BodyEvent, Direction, Exchange, Header, HttpError, Limits, Request, Response, header,
+};
 
 use body::Framing;
 use head::{parse_request_head, parse_response_head, request_framing, response_framing};
@@ -112,6 +118,13 @@ impl Conversation {
     /// Exchanges completed so far, in request order (takes them out).
     pub fn take_exchanges(&mut self) -> Vec<Exchange> {
         std::mem::take(&mut self.done)
+    }
+
+    /// Streamed request bodies read so far, in order (takes them out). A
+    /// streamed request's exchange still completes, with `streamed` set and
+    /// an empty body.
+    pub fn take_streamed(&mut self) -> Vec<BodyEvent> {
+        std::mem::take(&mut self.requests.streamed)
     }
 
     /// Requests fully parsed whose responses are not yet complete.

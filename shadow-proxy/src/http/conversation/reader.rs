@@ -3,18 +3,28 @@
 
 use super::body::{Body, Framing, Input, Step};
 use super::head::HeadParser;
-use super::{Direction, HttpError, Limits, Request, Response};
+use super::{BodyEvent, Direction, HttpError, Limits, Request, Response};
 
 /// Lets the stream reader fill in body and timing without knowing the message type.
 pub(super) trait Message {
     fn complete(&mut self, body: Body, first_ns: u64, last_ns: u64);
+    /// What announces a streamed body of this message (only requests
+    /// stream).
+    fn begin_stream(&self) -> Option<BodyEvent> {
+        None
+    }
 }
 
 impl Message for Request {
     fn complete(&mut self, body: Body, first_ns: u64, last_ns: u64) {
+        self.streamed = body.streaming;
         (self.body, self.chunked, self.trailers) =
             (body.data.freeze(), body.chunked, body.trailers);
         (self.first_byte_ns, self.last_byte_ns) = (first_ns, last_ns);
+    }
+
+    fn begin_stream(&self) -> Option<BodyEvent> {
+        Some(BodyEvent::Begin(self.clone()))
     }
 }
 
@@ -31,6 +41,8 @@ pub(super) struct InFlight<M> {
     head: M,
     pub(super) body: Body,
     first_ns: u64,
+    /// Its streamed body was announced with [`BodyEvent::Begin`].
+    announced: bool,
 }
 
 /// Parsing state of one direction of the connection.
@@ -40,6 +52,8 @@ pub(super) struct Reader<M> {
     /// Arrival time of the first byte of the message not yet started.
     pub(super) first_ns: Option<u64>,
     pub(super) current: Option<InFlight<M>>,
+    /// Streamed bodies, as they were read, for the caller to take.
+    pub(super) streamed: Vec<BodyEvent>,
 }
 
 impl<M: Message> Reader<M> {
@@ -49,6 +63,7 @@ impl<M: Message> Reader<M> {
             input: Input::default(),
             first_ns: None,
             current: None,
+            streamed: Vec::new(),
         }
     }
 
@@ -87,6 +102,7 @@ impl<M: Message> Reader<M> {
             head,
             body: Body::new(framing, limits, self.direction),
             first_ns,
+            announced: false,
         });
     }
 
@@ -96,10 +112,27 @@ impl<M: Message> Reader<M> {
             return Ok(None);
         };
         loop {
-            match flight.body.step(&mut self.input)? {
+            let step = flight.body.step(&mut self.input)?;
+            if flight.body.streaming {
+                if !std::mem::replace(&mut flight.announced, true) {
+                    let mut begin = flight.head.begin_stream();
+                    if let Some(BodyEvent::Begin(r)) = begin.as_mut() {
+                        r.first_byte_ns = flight.first_ns;
+                    }
+                    self.streamed.extend(begin);
+                }
+                let pieces = flight.body.pieces.drain(..).map(BodyEvent::Data);
+                self.streamed.extend(pieces);
+            }
+            match step {
                 Step::Again => {}
                 Step::NeedMore => return Ok(None),
-                Step::Done => return Ok(self.finish(now)),
+                Step::Done => {
+                    if flight.body.streaming {
+                        self.streamed.push(BodyEvent::End);
+                    }
+                    return Ok(self.finish(now));
+                }
             }
         }
     }
@@ -109,6 +142,7 @@ impl<M: Message> Reader<M> {
             mut head,
             body,
             first_ns,
+            ..
         } = self.current.take()?;
         head.complete(body, first_ns, last_ns);
         Some(head)

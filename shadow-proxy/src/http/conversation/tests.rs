@@ -256,3 +256,115 @@ fn close_with_pending_request_yields_no_response() {
         ("/b", &None)
     );
 }
+
+/// Feeds `request` in `step`-byte pieces to a conversation that streams
+/// bodies over `over` bytes; returns what was streamed and the exchange.
+fn streamed(request: &[u8], step: usize, over: usize) -> (Vec<BodyEvent>, Request) {
+    let mut c = Conversation::new(Limits {
+        stream_body_over: Some(over),
+        ..Limits::default()
+    });
+    let mut events = Vec::new();
+    for piece in request.chunks(step) {
+        req(&mut c, piece);
+        events.extend(c.take_streamed());
+    }
+    resp(&mut c, b"HTTP/1.1 204 No Content\r\n\r\n");
+    let (rq, _) = one(&mut c);
+    (events, rq)
+}
+
+fn streamed_body(events: &[BodyEvent]) -> Vec<u8> {
+    assert!(
+        matches!(events.first(), Some(BodyEvent::Begin(_))),
+        "{events:?}"
+    );
+    assert_eq!(events.last(), Some(&BodyEvent::End));
+    let mut body = Vec::new();
+    for e in &events[1..events.len() - 1] {
+        match e {
+            BodyEvent::Data(b) => body.extend_from_slice(b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    body
+}
+
+#[test]
+fn bodies_over_the_bound_stream_as_they_are_read_and_are_not_held() {
+    let body: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
+    let fixed = [
+        format!("PUT /f HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes(),
+        body.clone(),
+    ]
+    .concat();
+    let mut chunked = b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in body.chunks(70_001) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    for (request, path) in [(&fixed, "/f"), (&chunked, "/c")] {
+        for step in [1_000, 65_536, request.len()] {
+            let (events, rq) = streamed(request, step, 100_000);
+            match &events[0] {
+                BodyEvent::Begin(head) => {
+                    assert_eq!((head.method.as_str(), head.target.as_str()), ("PUT", path));
+                    assert!(head.body.is_empty());
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(streamed_body(&events), body, "{path} in {step}-byte pieces");
+            assert!(
+                rq.streamed && rq.body.is_empty(),
+                "{path}: held {}",
+                rq.body.len()
+            );
+            assert_eq!(rq.chunked, path == "/c");
+        }
+    }
+    // A fixed length over the bound streams from the first byte: nothing
+    // is held even before the bound is reached.
+    let mut c = Conversation::new(Limits {
+        stream_body_over: Some(100_000),
+        ..Limits::default()
+    });
+    req(&mut c, &fixed[..fixed.len() / 2]);
+    let events = c.take_streamed();
+    assert!(events.len() >= 2, "{events:?}");
+    // Bodies under the bound, and responses, are held whole as before.
+    let (events, rq) = streamed(&fixed, 4096, 1 << 20);
+    assert!(events.is_empty());
+    assert_eq!((rq.streamed, rq.body.len()), (false, body.len()));
+    let mut c = Conversation::new(Limits {
+        stream_body_over: Some(10),
+        ..Limits::default()
+    });
+    req(&mut c, b"GET / HTTP/1.1\r\n\r\n");
+    resp(&mut c, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+    resp(&mut c, &[b'x'; 100]);
+    let (_, rs) = one(&mut c);
+    assert_eq!(rs.body.len(), 100);
+    assert!(c.take_streamed().is_empty());
+}
+
+#[test]
+fn a_streamed_body_cut_short_never_ends() {
+    let mut c = Conversation::new(Limits {
+        stream_body_over: Some(10),
+        ..Limits::default()
+    });
+    req(
+        &mut c,
+        b"PUT /x HTTP/1.1\r\nContent-Length: 100\r\n\r\n0123456789abc",
+    );
+    c.on_close(3);
+    let events = c.take_streamed();
+    assert!(matches!(events[0], BodyEvent::Begin(_)));
+    assert!(!events.contains(&BodyEvent::End), "{events:?}");
+    assert!(
+        c.take_exchanges().is_empty(),
+        "an incomplete request is not replayed"
+    );
+}

@@ -293,6 +293,7 @@ impl Sampled {
             trailers: Vec::new(),
             first_byte_ns: now,
             last_byte_ns: now,
+            streamed: false,
         };
         Self {
             proxy,

@@ -79,6 +79,7 @@ fn limits_are_enforced() {
         max_header_bytes: 64,
         max_headers: 2,
         max_pipeline: 2,
+        stream_body_over: None,
     };
     let request_err = |bytes: &[u8]| {
         Conversation::new(limits)
