@@ -51,11 +51,12 @@ pub fn split(sample: &[u8]) -> Result<(PacketMeta, &[u8]), DecodeError> {
 /// perf sample: the flow it belongs to cannot be rebuilt.
 pub fn decode(sample: &[u8]) -> Result<(PacketMeta, Packet), DecodeError> {
     let (meta, data) = split(sample)?;
-    decode_parts(meta, data)
+    decode_parts(meta, Bytes::copy_from_slice(data))
 }
 
-/// Decodes metadata and the packet bytes (a head joined with its tail).
-pub fn decode_parts(meta: PacketMeta, data: &[u8]) -> Result<(PacketMeta, Packet), DecodeError> {
+/// Decodes metadata and the packet bytes (a head joined with its tail); the
+/// payload is a slice of `data`, not a copy.
+pub fn decode_parts(meta: PacketMeta, data: Bytes) -> Result<(PacketMeta, Packet), DecodeError> {
     let captured = (meta.captured_len as usize + meta.tail_len as usize).min(data.len());
     let off = meta.payload_off as usize;
     let end = off + meta.payload_len as usize;
@@ -87,7 +88,7 @@ pub fn decode_parts(meta: PacketMeta, data: &[u8]) -> Result<(PacketMeta, Packet
         seq: meta.seq,
         ack: meta.ack,
         flags: meta.tcp_flags,
-        payload: Bytes::copy_from_slice(&data[off..end]),
+        payload: data.slice(off..end),
         ts_ns: meta.ts_ns,
     };
     Ok((meta, packet))

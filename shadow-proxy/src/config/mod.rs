@@ -19,7 +19,7 @@
 //! [capture]
 //! interface = "lo"        # where the tc classifier attaches
 //! attach = "auto"         # auto (ingress on lo, both elsewhere) | ingress | egress | both
-//! ring_mib = 8            # perf ring per CPU (power of two); overflow is counted as lost
+//! ring_mib = 32           # perf ring per CPU (power of two; default 64 MiB shared out, 4-32 per CPU); overflow is counted as lost
 //!
 //! [[service]]
 //! name = "web"
@@ -49,7 +49,7 @@ use crate::util::duration;
 
 pub use agent::{AgentFile, ForecastFile, TelemetryFile};
 
-pub use crate::capture::config::{AttachMode, CaptureConfig, DEFAULT_RING_MIB};
+pub use crate::capture::config::{AttachMode, CaptureConfig, host_ring_mib};
 pub use crate::replay::config::{
     DEFAULT_REDACT, DiffSettings, RawRoute, RawRules, RawSampleKey, Rewrite, Route, SampleKey,
     ServiceConfig, apply_rules, percent_to_hundredths,
@@ -241,7 +241,7 @@ fn validate(path: &str, raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
     };
-    let ring_mib = raw.capture.ring_mib.unwrap_or(DEFAULT_RING_MIB);
+    let ring_mib = raw.capture.ring_mib.unwrap_or_else(host_ring_mib);
     if !(1..=1024).contains(&ring_mib) || !ring_mib.is_power_of_two() {
         return Err(invalid(
             "capture.ring_mib".into(),

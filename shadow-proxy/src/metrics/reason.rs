@@ -48,6 +48,8 @@ pub enum Drop {
     ShadowTimeout,
     ShadowError,
     ShadowBodyError,
+    /// A streamed body's queue filled: the shadow read slower than live sent.
+    StreamOverrun,
     NoiseProbeFailed,
     /// The stack itself failed (a bug, never expected).
     StackFailed,
@@ -55,7 +57,7 @@ pub enum Drop {
 
 impl Drop {
     /// Every reason, in declaration order.
-    pub const ALL: [Drop; 35] = [
+    pub const ALL: [Drop; 36] = [
         Self::MidStream,
         Self::FlowBufferFull,
         Self::TotalBufferFull,
@@ -89,6 +91,7 @@ impl Drop {
         Self::ShadowTimeout,
         Self::ShadowError,
         Self::ShadowBodyError,
+        Self::StreamOverrun,
         Self::NoiseProbeFailed,
         Self::StackFailed,
     ];
@@ -129,6 +132,7 @@ impl Drop {
             Self::ShadowTimeout => "shadow_timeout",
             Self::ShadowError => "shadow_error",
             Self::ShadowBodyError => "shadow_body_error",
+            Self::StreamOverrun => "stream_overrun",
             Self::NoiseProbeFailed => "noise_probe_failed",
             Self::StackFailed => "stack_failed",
         }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 
 use super::{
     MAX_SHADOW_BODY, ServiceReplay, config::ServiceConfig, redacted_headers, rewrite,
@@ -112,7 +112,10 @@ pub async fn probe(
     );
     let started = Instant::now();
     let fut = async {
-        let resp = client.request(req.map(Full::new)).await.ok()?;
+        let resp = client
+            .request(req.map(|b| Either::Left(Full::new(b))))
+            .await
+            .ok()?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_SHADOW_BODY)
             .collect()

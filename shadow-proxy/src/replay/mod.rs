@@ -255,17 +255,21 @@ impl Replayer {
     }
 
     /// Decides, then offers the request to the service's stack; never
-    /// waits. What the stack refuses is counted by reason.
+    /// waits. What the stack refuses is counted by reason. A streamed
+    /// request comes at its head: its live side is waited for apart.
     pub fn dispatch(self: &Arc<Self>, item: CapturedExchange) {
         let Some(svc) = self.services.get(&item.service_port).cloned() else {
             return;
         };
-        if let Some(r) = self
-            .recorder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
+        let live = item.stream.as_ref().and_then(|s| s.take_live());
+        if item.stream.is_none()
+            && let Some(r) = self
+                .recorder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
         {
+            // A streamed body was never held, so it cannot be recorded.
             r.offer(&item);
         }
         {
@@ -279,20 +283,80 @@ impl Replayer {
             );
         }
         let cfg = svc.config();
+        let captured = svc.captured.load(std::sync::atomic::Ordering::Relaxed);
+        if live.is_none() {
+            self.observe_live(&item, &cfg, &svc, captured);
+        }
+        let head = (item.id, item.service_port, item.flow, item.stream.clone());
+        let answer = self.offer(item, &cfg, &svc, captured);
+        let Some(live) = live else {
+            if let Some((item, cfg, answer)) = answer {
+                let this = self.clone();
+                tokio::spawn(async move { this.conclude(&item, &cfg, &svc, answer.await).await });
+            }
+            return;
+        };
+        // The live side of a streamed request completes after its body:
+        // the series count it then, and the diff waits for it.
+        let this = self.clone();
+        tokio::spawn(async move {
+            let shadow = match answer {
+                Some((_, cfg, answer)) => Some((cfg, answer.await)),
+                None => None,
+            };
+            let Ok(exchange) = live.await else {
+                // The capture lost it and counted it (flow dropped).
+                return;
+            };
+            let (id, service_port, flow, stream) = head;
+            let item = CapturedExchange {
+                id,
+                service_port,
+                flow,
+                exchange,
+                stream,
+            };
+            this.observe_live(&item, &cfg, &svc, captured);
+            match shadow {
+                // Counted by the capture, as the flow it dropped.
+                Some((_, Err(e))) if Failure::lost_body(&e) => {}
+                Some((cfg, result)) => this.conclude(&item, &cfg, &svc, result).await,
+                None => {}
+            }
+        });
+    }
+
+    /// Counts a captured request in the live series, scaled by the rate it
+    /// was captured at, and learns from live GETs.
+    fn observe_live(
+        &self,
+        item: &CapturedExchange,
+        cfg: &ServiceConfig,
+        svc: &ServiceReplay,
+        captured: u32,
+    ) {
         let route = svc.diff.lock().unwrap_or_else(|p| p.into_inner()).route(
-            &cfg,
+            cfg,
             &item.exchange.request.method,
             &item.exchange.request.target,
         );
-        // Every captured request counts in the live series, scaled by the
-        // rate it was captured at.
-        let captured = svc.captured.load(std::sync::atomic::Ordering::Relaxed);
         self.traffic
             .observe(&cfg.name, &route, captured, item.id, &item.exchange);
         self.live_gets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .learn(&item, &cfg, &svc);
+            .learn(item, cfg, svc);
+    }
+
+    /// Samples, applies the rules and offers the request to the stack:
+    /// the answer to wait for, or `None` when it is not replayed (counted).
+    fn offer(
+        &self,
+        item: CapturedExchange,
+        cfg: &ServiceConfig,
+        svc: &ServiceReplay,
+        captured: u32,
+    ) -> Option<Offered> {
         if cfg.per_request
             && !svc
                 .sampler
@@ -301,13 +365,13 @@ impl Replayer {
                 .keep(cfg.per_ten_thousand, captured)
         {
             svc.stats.sampled_out();
-            return;
+            return None;
         }
-        if let Err(skip) = rewrite::decide(&item.exchange.request, &cfg) {
+        if let Err(skip) = rewrite::decide(&item.exchange.request, cfg) {
             svc.stats.not_replayed(skip);
-            return;
+            return None;
         }
-        let (item, cfg) = (Arc::new(item), Arc::new(cfg));
+        let (item, cfg) = (Arc::new(item), Arc::new(cfg.clone()));
         let req = ShadowRequest {
             item: item.clone(),
             cfg: cfg.clone(),
@@ -317,16 +381,25 @@ impl Replayer {
             req,
         );
         match offered {
-            Err(failure) => self.failed(&item, &cfg, &svc, failure),
-            Ok(answer) => {
-                let this = self.clone();
-                tokio::spawn(async move {
-                    match answer.await {
-                        Ok(a) => this.answered(&item, &cfg, &svc, a).await,
-                        Err(e) => this.failed(&item, &cfg, &svc, Failure::classify(e)),
-                    }
-                });
+            Err(failure) => {
+                self.failed(&item, &cfg, svc, failure);
+                None
             }
+            Ok(answer) => Some((item, cfg, answer)),
+        }
+    }
+
+    /// Diffs an answer, or counts why there was none.
+    async fn conclude(
+        &self,
+        item: &CapturedExchange,
+        cfg: &ServiceConfig,
+        svc: &ServiceReplay,
+        result: Result<ShadowAnswer, tower::BoxError>,
+    ) {
+        match result {
+            Ok(a) => self.answered(item, cfg, svc, a).await,
+            Err(e) => self.failed(item, cfg, svc, Failure::classify(e)),
         }
     }
 
@@ -433,7 +506,8 @@ impl Replayer {
                     .as_ref()
                     .and_then(|k| k.context(&answer.target));
             }
-            if learn::sampled(item.id, cfg.diff.noise_fraction) {
+            // A streamed body was not kept, so it cannot be sent again.
+            if item.stream.is_none() && learn::sampled(item.id, cfg.diff.noise_fraction) {
                 // With a baseline (live version) the reference is live's
                 // answer; without one, the shadow's first.
                 let (to, reference) = match &cfg.diff.baseline {
@@ -452,6 +526,9 @@ impl Replayer {
         self.keep(rec);
     }
 }
+
+/// A request the stack took: what it was, under which rules, and its answer.
+type Offered = (Arc<CapturedExchange>, Arc<ServiceConfig>, stack::Answer);
 
 fn redacted_headers(
     h: &[crate::http::conversation::Header],

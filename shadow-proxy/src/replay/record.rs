@@ -175,6 +175,7 @@ mod tests {
 
     fn captured(id: u64, ts: u64) -> CapturedExchange {
         CapturedExchange {
+            stream: None,
             id,
             service_port: 80,
             flow: FlowKey {

@@ -20,7 +20,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::Uri;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -40,13 +40,19 @@ use tower::{
 
 use super::{MAX_SHADOW_BODY, config::ServiceConfig, rewrite};
 use crate::{
-    capture::pipeline::CapturedExchange,
+    capture::pipeline::{
+        CapturedExchange,
+        stream::{StreamError, StreamedBody, stream_error},
+    },
     metrics::reason::Drop,
     util::{ErrorSource, Sourced},
 };
 
+/// A shadow request's body: held whole, or streamed from the capture.
+pub type ShadowBody = Either<Full<Bytes>, StreamedBody>;
+
 /// The pooled client every request to a service's shadows goes through.
-pub type ShadowClient = Client<HttpConnector, Full<Bytes>>;
+pub type ShadowClient = Client<HttpConnector, ShadowBody>;
 
 /// A client with short connects and a bounded idle pool.
 pub fn client() -> ShadowClient {
@@ -95,6 +101,8 @@ pub enum Failure {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    #[error("{target}: {error}")]
+    Stream { target: String, error: StreamError },
     #[error("{target}: reading the answer failed: {source}")]
     Body {
         target: String,
@@ -116,6 +124,19 @@ impl Failure {
         }
     }
 
+    /// Whether `e` is a streamed body the capture lost mid-way.
+    pub fn lost_body(e: &BoxError) -> bool {
+        e.downcast_ref::<Failure>().is_some_and(|f| {
+            matches!(
+                f,
+                Failure::Stream {
+                    error: StreamError::Lost,
+                    ..
+                }
+            )
+        })
+    }
+
     /// The reason the request is counted under.
     pub fn reason(&self) -> Drop {
         match self {
@@ -125,6 +146,14 @@ impl Failure {
             Self::Stack(_) => Drop::StackFailed,
             Self::Timeout { .. } => Drop::ShadowTimeout,
             Self::Send { .. } => Drop::ShadowError,
+            Self::Stream {
+                error: StreamError::Overrun,
+                ..
+            } => Drop::StreamOverrun,
+            Self::Stream {
+                error: StreamError::Lost,
+                ..
+            } => Drop::FlowDropped,
             Self::Body { .. } => Drop::ShadowBodyError,
         }
     }
@@ -135,6 +164,7 @@ impl Failure {
             Self::Rewrite { target, .. }
             | Self::Timeout { target, .. }
             | Self::Send { target, .. }
+            | Self::Stream { target, .. }
             | Self::Body { target, .. } => Some(target),
             Self::InFlightFull | Self::RateLimited | Self::Stack(_) => None,
         }
@@ -148,6 +178,7 @@ impl Sourced for Failure {
             Self::InFlightFull | Self::RateLimited | Self::Rewrite { .. } | Self::Stack(_) => {
                 ErrorSource::Internal
             }
+            Self::Stream { .. } => ErrorSource::Internal,
             Self::Timeout { .. } | Self::Send { .. } | Self::Body { .. } => ErrorSource::Shadow,
         }
     }
@@ -193,14 +224,27 @@ impl Service<ShadowRequest> for Shadow {
                 target: name(),
                 source,
             })?;
+            // A streamed body goes as the capture delivers it.
+            let streamed = req.item.stream.as_ref().and_then(|s| s.take_body());
+            let built = match streamed {
+                Some(body) => built.map(|_| Either::Right(body)),
+                None => built.map(|b| Either::Left(Full::new(b))),
+            };
             let started = Instant::now();
-            let resp = client
-                .request(built.map(Full::new))
-                .await
-                .map_err(|source| Failure::Send {
-                    target: name(),
-                    source,
-                })?;
+            let resp =
+                client
+                    .request(built)
+                    .await
+                    .map_err(|source| match stream_error(&source) {
+                        Some(error) => Failure::Stream {
+                            target: name(),
+                            error,
+                        },
+                        None => Failure::Send {
+                            target: name(),
+                            source,
+                        },
+                    })?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_SHADOW_BODY)
                 .collect()

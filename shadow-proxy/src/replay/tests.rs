@@ -71,6 +71,7 @@ fn service(targets: &[String], extra: &str) -> ServiceConfig {
 fn request(id: u64, cfg: &Arc<ServiceConfig>) -> ShadowRequest {
     let addr = "127.0.0.1:80".parse().unwrap();
     let item = CapturedExchange {
+        stream: None,
         id,
         service_port: 80,
         flow: FlowKey {

@@ -6,7 +6,7 @@
 //! exchange and counts it.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     os::fd::AsRawFd,
     sync::{
         Arc,
@@ -19,7 +19,8 @@ use aya::maps::{
     MapData, PerfEventArray,
     perf::{PerfEvent, PerfEventArrayBuffer},
 };
-use tokio::sync::mpsc;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 
 use shadow_common::capture::kind;
 
@@ -28,12 +29,17 @@ use super::{
     reassembly::{Direction, FlowEvent, FlowKey, FlowTable, ReassemblyConfig},
 };
 use crate::{
-    http::conversation::{Conversation, Exchange, Limits},
+    http::conversation::{self, BodyEvent, Conversation, Exchange, Limits},
     metrics::service::ServiceStats,
     metrics::{names, reason::Drop},
 };
 
+pub mod stream;
+
 /// A finished exchange of a sampled connection, on its way to the replayer.
+/// A request whose body streams ([`Limits::stream_body_over`]) leaves
+/// earlier, once its head is read: `exchange` has no response yet, and
+/// `stream` carries its body and, later, the live exchange.
 #[derive(Debug, Clone)]
 pub struct CapturedExchange {
     /// Unique within this agent's life.
@@ -41,7 +47,12 @@ pub struct CapturedExchange {
     pub service_port: u16,
     pub flow: FlowKey,
     pub exchange: Exchange,
+    pub stream: Option<Arc<stream::BodyStream>>,
 }
+
+/// A request body over this many bytes streams to the shadow as it is
+/// captured instead of being held whole.
+pub const STREAM_BODY_OVER: usize = 1 << 20;
 
 pub struct PipelineConfig {
     pub reassembly: ReassemblyConfig,
@@ -54,8 +65,11 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             reassembly: ReassemblyConfig::default(),
-            limits: Limits::default(),
-            perf_pages: super::config::DEFAULT_RING_MIB * 256,
+            limits: Limits {
+                stream_body_over: Some(STREAM_BODY_OVER),
+                ..Limits::default()
+            },
+            perf_pages: super::config::host_ring_mib() * 256,
         }
     }
 }
@@ -104,6 +118,67 @@ impl PipelineCounters {
 struct FlowConv {
     conv: Conversation,
     stats: Arc<ServiceStats>,
+    /// The request body streaming now, while the replayer reads it.
+    feed: Option<stream::BodyFeed>,
+    /// Streamed requests in order, waiting for their live exchange (`None`
+    /// for one the queue refused).
+    waiting: VecDeque<Option<oneshot::Sender<Exchange>>>,
+}
+
+impl FlowConv {
+    /// Hands streamed bodies on: a head goes to the replayer at once, its
+    /// pieces to the shadow request as they come. Never waits.
+    fn stream(&mut self, key: &FlowKey, tx: &mpsc::Sender<CapturedExchange>, next_id: &mut u64) {
+        for event in self.conv.take_streamed() {
+            match event {
+                BodyEvent::Begin(request) => {
+                    let te = conversation::header(&request.headers, "transfer-encoding");
+                    let length = conversation::header(&request.headers, "content-length")
+                        .filter(|_| te.is_none())
+                        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
+                    let (feed, live, body) = stream::channel(length);
+                    *next_id += 1;
+                    let item = CapturedExchange {
+                        id: *next_id,
+                        service_port: key.server.port(),
+                        flow: *key,
+                        exchange: Exchange {
+                            request,
+                            response: None,
+                        },
+                        stream: Some(Arc::new(body)),
+                    };
+                    self.feed = None;
+                    match tx.try_send(item) {
+                        Ok(()) => {
+                            self.feed = Some(feed);
+                            self.waiting.push_back(Some(live));
+                        }
+                        Err(e) => {
+                            self.stats.not_replayed(match e {
+                                mpsc::error::TrySendError::Full(_) => Drop::QueueFull,
+                                mpsc::error::TrySendError::Closed(_) => Drop::ShuttingDown,
+                            });
+                            self.waiting.push_back(None);
+                        }
+                    }
+                }
+                BodyEvent::Data(piece) => {
+                    let pushed = self.feed.as_ref().map(|f| f.push(piece));
+                    if matches!(pushed, Some(stream::Push::Overrun | stream::Push::Closed)) {
+                        // An overrun is counted by the replayer, which
+                        // sees the shadow request fail.
+                        self.feed = None;
+                    }
+                }
+                BodyEvent::End => {
+                    if let Some(feed) = self.feed.take() {
+                        feed.end();
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Pipeline {
@@ -122,36 +197,45 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn on_sample(&mut self, sample: &[u8]) {
+    /// Takes the sample: its payload goes on as a slice of it, uncopied.
+    fn on_sample(&mut self, sample: Vec<u8>) {
         self.counters.samples.fetch_add(1, Ordering::Relaxed);
         if let Some(f) = self.dump.as_mut() {
             use std::io::Write as _;
             let _ = f.write_all(&(sample.len() as u32).to_le_bytes());
-            let _ = f.write_all(sample);
+            let _ = f.write_all(&sample);
         }
-        let decoded = match packet::split(sample) {
+        let meta_len = std::mem::size_of::<shadow_common::capture::PacketMeta>();
+        let meta = match packet::split(&sample) {
+            Ok((meta, _)) => meta,
+            Err(error) => return tracing::warn!(%error, "Undecodable capture sample"),
+        };
+        let captured = |meta: &shadow_common::capture::PacketMeta, len: usize| {
+            meta_len + (meta.captured_len as usize).min(len - meta_len)
+        };
+        let decoded = if meta.kind == kind::PACKET && meta.tail_len > 0 {
             // A packet larger than one sample: wait for its tail record,
             // which the same CPU wrote right after it.
-            Ok((meta, data)) if meta.kind == kind::PACKET && meta.tail_len > 0 => {
-                if self.partial.is_some() {
-                    self.counters.truncated.fetch_add(1, Ordering::Relaxed);
-                }
-                let head = data[..(meta.captured_len as usize).min(data.len())].to_vec();
-                self.partial = Some((meta, head));
-                return;
+            if self.partial.is_some() {
+                self.counters.truncated.fetch_add(1, Ordering::Relaxed);
             }
-            Ok((meta, data)) if meta.kind == kind::TAIL => match self.partial.take() {
+            let mut head = sample;
+            head.truncate(captured(&meta, head.len()));
+            self.partial = Some((meta, head));
+            return;
+        } else if meta.kind == kind::TAIL {
+            match self.partial.take() {
                 Some((head_meta, mut head)) if head_meta.ts_ns == meta.ts_ns => {
-                    head.extend_from_slice(&data[..(meta.captured_len as usize).min(data.len())]);
-                    packet::decode_parts(head_meta, &head)
+                    head.extend_from_slice(&sample[meta_len..captured(&meta, sample.len())]);
+                    packet::decode_parts(head_meta, Bytes::from(head).slice(meta_len..))
                 }
                 _ => {
                     self.counters.truncated.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-            },
-            Ok((meta, data)) => packet::decode_parts(meta, data),
-            Err(e) => Err(e),
+            }
+        } else {
+            packet::decode_parts(meta, Bytes::from(sample).slice(meta_len..))
         };
         match decoded {
             Ok((_, pkt)) => self.table.push(pkt, &mut self.events),
@@ -167,58 +251,60 @@ impl Pipeline {
     }
 
     fn drain_events(&mut self) {
-        let events = std::mem::take(&mut self.events);
+        let mut events = std::mem::take(&mut self.events);
         let now = crate::util::monotonic_ns();
-        for ev in &events {
+        for ev in events.drain(..) {
             self.on_event(ev, now);
         }
         self.events = events;
-        self.events.clear();
     }
 
-    fn on_event(&mut self, ev: &FlowEvent, now: u64) {
+    fn on_event(&mut self, ev: FlowEvent, now: u64) {
         match ev {
             FlowEvent::Opened { key } => {
                 if let Some(stats) = self.services.get(&key.server.port()) {
                     self.convs.insert(
-                        *key,
+                        key,
                         FlowConv {
                             conv: Conversation::new(self.limits),
                             stats: stats.clone(),
+                            feed: None,
+                            waiting: VecDeque::new(),
                         },
                     );
                 }
             }
             FlowEvent::Data { key, dir, bytes } => {
-                let Some(fc) = self.convs.get_mut(key) else {
+                let Some(fc) = self.convs.get_mut(&key) else {
                     return;
                 };
                 let res = match dir {
-                    Direction::ToServer => fc.conv.on_request_bytes(bytes, now),
-                    Direction::ToClient => fc.conv.on_response_bytes(bytes, now),
+                    Direction::ToServer => fc.conv.on_request(bytes, now),
+                    Direction::ToClient => fc.conv.on_response(bytes, now),
                 };
+                fc.stream(&key, &self.tx, &mut self.next_id);
                 if let Err(error) = res {
                     tracing::debug!(%error, flow = ?key, "HTTP parse failed; dropping flow");
                     fc.stats.flow_dropped(&error);
-                    self.finish(key, false);
+                    self.finish(&key, false);
                     return;
                 }
-                self.emit(key);
+                self.emit(&key);
             }
             FlowEvent::Closed { key, .. } => {
-                if let Some(fc) = self.convs.get_mut(key) {
+                if let Some(fc) = self.convs.get_mut(&key) {
                     fc.conv.on_close(now);
                     fc.stats.flow_reassembled();
                 }
-                self.finish(key, true);
+                self.finish(&key, true);
             }
             FlowEvent::Dropped { key, reason } => {
-                if let Some(fc) = self.convs.get(key) {
-                    fc.stats.flow_dropped(*reason);
+                if let Some(fc) = self.convs.get(&key) {
+                    fc.stats.flow_dropped(reason);
                 } else if let Some(stats) = self.services.get(&key.server.port()) {
-                    stats.flow_dropped(*reason);
+                    stats.flow_dropped(reason);
                 }
-                self.finish(key, false);
+                self.finish(&key, false);
             }
         }
     }
@@ -244,12 +330,20 @@ impl Pipeline {
         };
         for exchange in fc.conv.take_exchanges() {
             fc.stats.request_parsed();
+            if exchange.request.streamed {
+                // Already with the replayer, which waits for this.
+                if let Some(Some(live)) = fc.waiting.pop_front() {
+                    let _ = live.send(exchange);
+                }
+                continue;
+            }
             self.next_id += 1;
             let item = CapturedExchange {
                 id: self.next_id,
                 service_port: key.server.port(),
                 flow: *key,
                 exchange,
+                stream: None,
             };
             match self.tx.try_send(item) {
                 Ok(()) => {}
@@ -318,7 +412,6 @@ fn run(p: &mut Pipeline, buffers: &mut [PerfEventArrayBuffer<MapData>], stop: &A
         })
         .collect();
     let mut batch: Vec<Vec<u8>> = Vec::new();
-    let mut spare: Vec<Vec<u8>> = Vec::new();
     let mut last_expire = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: `fds` is a valid array of pollfd for its length.
@@ -330,8 +423,8 @@ fn run(p: &mut Pipeline, buffers: &mut [PerfEventArrayBuffer<MapData>], stop: &A
             let mut lost = 0u64;
             buf.for_each(|ev| match ev {
                 PerfEvent::Sample { head, tail } => {
-                    let mut v = spare.pop().unwrap_or_default();
-                    v.clear();
+                    // The one copy of a sample: out of the ring.
+                    let mut v = Vec::with_capacity(head.len() + tail.len());
                     v.extend_from_slice(head);
                     v.extend_from_slice(tail);
                     batch.push(v);
@@ -347,10 +440,7 @@ fn run(p: &mut Pipeline, buffers: &mut [PerfEventArrayBuffer<MapData>], stop: &A
         // response is not seen before the request it answers.
         batch.sort_by_key(|s| sample_ts(s));
         for s in batch.drain(..) {
-            p.on_sample(&s);
-            if spare.len() < 1024 {
-                spare.push(s);
-            }
+            p.on_sample(s);
         }
         let st = p.table.stats();
         let c = &p.counters;

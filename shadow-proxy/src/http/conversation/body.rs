@@ -44,6 +44,17 @@ impl Input {
         fresh || self.buf.len() > limit
     }
 
+    /// Appends `data`; takes it as the buffer when nothing is left
+    /// unconsumed (no copy if `data` is its allocation's only handle).
+    pub(super) fn push(&mut self, data: Bytes) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::from(data);
+            self.scanned = 0;
+        } else {
+            self.buf.extend_from_slice(&data);
+        }
+    }
+
     pub(super) fn take(&mut self, n: usize) -> BytesMut {
         self.scanned = 0;
         self.buf.split_to(n.min(self.buf.len()))

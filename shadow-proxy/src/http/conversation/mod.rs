@@ -27,6 +27,8 @@ mod tests;
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 pub use message::{
     BodyEvent, Direction, Exchange, Header, HttpError, Limits, Request, Response, header,
 };
@@ -75,16 +77,27 @@ impl Conversation {
 
     /// Bytes the client sent (in order, as reassembled). `now_ns` stamps first/last byte times.
     pub fn on_request_bytes(&mut self, data: &[u8], now_ns: u64) -> Result<(), HttpError> {
-        self.guard(Direction::Request)?;
-        self.requests.input.buf.extend_from_slice(data);
-        let result = self.pump_requests(now_ns);
-        self.poison(result)
+        self.on_request(Bytes::copy_from_slice(data), now_ns)
     }
 
     /// Bytes the server sent.
     pub fn on_response_bytes(&mut self, data: &[u8], now_ns: u64) -> Result<(), HttpError> {
+        self.on_response(Bytes::copy_from_slice(data), now_ns)
+    }
+
+    /// [`Self::on_request_bytes`] without a copy when nothing is left
+    /// unparsed and `data` is its buffer's only handle.
+    pub fn on_request(&mut self, data: Bytes, now_ns: u64) -> Result<(), HttpError> {
+        self.guard(Direction::Request)?;
+        self.requests.input.push(data);
+        let result = self.pump_requests(now_ns);
+        self.poison(result)
+    }
+
+    /// [`Self::on_response_bytes`], taking `data`.
+    pub fn on_response(&mut self, data: Bytes, now_ns: u64) -> Result<(), HttpError> {
         self.guard(Direction::Response)?;
-        self.responses.input.buf.extend_from_slice(data);
+        self.responses.input.push(data);
         let result = self.pump_responses(now_ns);
         self.poison(result)
     }

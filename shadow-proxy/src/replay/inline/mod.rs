@@ -333,6 +333,7 @@ impl Sampled {
             }
         };
         let item = CapturedExchange {
+            stream: None,
             id: p.ids.fetch_add(1, Ordering::Relaxed),
             service_port: p.port,
             flow: FlowKey {
