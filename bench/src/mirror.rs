@@ -205,6 +205,7 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     let mut agent_rss = 0u64;
     let mut ladder: Vec<Vec<Rung>> = vec![Vec::new(); LADDER.len()];
     let mut budget = Vec::new();
+    let mut rates = Vec::new();
     for round in 0..rounds {
         let r = wrk(ports.live, seconds)?;
         println!(
@@ -278,6 +279,7 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
         budget.push(budget_round(
             agent, &shadowctl, &dir, &ports, seconds, round,
         )?);
+        rates.push(rate_round(agent, &shadowctl, &dir, &ports, seconds, round)?);
 
         let before = count_lines(&shadow_log);
         let r = wrk(ports.mirror, seconds)?;
@@ -382,6 +384,7 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
         );
     }
     budget_section(&mut md, &budget, seconds);
+    rate_section(&mut md, &rates, seconds);
     print!("\n{md}");
     if let Some(parent) = report.parent() {
         std::fs::create_dir_all(parent)?;
@@ -520,5 +523,149 @@ fn budget_section(md: &mut String, rounds: &[BudgetRound], seconds: u64) {
             b.coverage.map_or("-".into(), |c| format!("{:.4}", c)),
             b.drops
         );
+    }
+}
+
+/// The offered rates of the agent-cost rows, in requests per second.
+const RATES: [u32; 4] = [1_000, 5_000, 10_000, 20_000];
+
+/// hey's workers (keep-alive connections) at every rate.
+const RATE_WORKERS: u32 = 16;
+
+/// One fixed-rate run: what hey held, what the agent spent.
+#[derive(Debug, Clone, Copy)]
+struct RateRow {
+    held: f64,
+    mirrored: u64,
+    us_per_mirrored: Option<f64>,
+    cpu: f64,
+    peak_rss: u64,
+}
+
+/// Requests/sec from hey's summary.
+fn parse_hey(text: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The peak RSS (VmHWM) of `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The agent at 100 % under hey holding each of [`RATES`] for `seconds`
+/// (an open loop per worker, unlike wrk's closed loop at saturation): CPU
+/// per mirrored request and peak RSS, a fresh agent per rate.
+fn rate_round(
+    agent: &Path,
+    shadowctl: &Path,
+    dir: &Path,
+    ports: &Ports,
+    seconds: u64,
+    round: u32,
+) -> Result<Vec<RateRow>> {
+    let mut rows = Vec::new();
+    for offered in RATES {
+        let a = Agent::start(agent, dir, ports)?;
+        let (cpu0, _) = crate::overhead::usage(a.child.id());
+        let t = Instant::now();
+        let out = Command::new("hey")
+            .args(["-z", &format!("{seconds}s")])
+            .args(["-c", &RATE_WORKERS.to_string()])
+            .args([
+                "-q",
+                &format!("{}", f64::from(offered) / f64::from(RATE_WORKERS)),
+            ])
+            .arg(format!("http://127.0.0.1:{}/", ports.live))
+            .output()
+            .context("running hey (cargo xtask setup --bench installs it)")?;
+        let (cpu1, _) = crate::overhead::usage(a.child.id());
+        let wall = t.elapsed().as_secs_f64();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let held = parse_hey(&text).with_context(|| format!("unexpected hey output:\n{text}"))?;
+        std::thread::sleep(Duration::from_secs(1));
+        let (cpu2, _) = crate::overhead::usage(a.child.id());
+        let mirrored = a.status(shadowctl)?["stats"]["replayed"]
+            .as_u64()
+            .unwrap_or(0);
+        let peak = peak_rss(a.child.id());
+        drop(a);
+        // The CPU of the replays still landing after hey stopped counts.
+        let cpu_s = cpu2 - cpu0;
+        let row = RateRow {
+            held,
+            mirrored,
+            us_per_mirrored: (mirrored > 0).then(|| cpu_s * 1e6 / mirrored as f64),
+            cpu: (cpu1 - cpu0) / wall,
+            peak_rss: peak,
+        };
+        println!(
+            "round {round} fixed rate {offered}/s: held {held:.0}/s, {mirrored} mirrored, agent {:.1}% of a CPU, {} per mirrored request, peak RSS {:.1} MiB",
+            row.cpu * 100.0,
+            row.us_per_mirrored
+                .map_or("-".into(), |u| format!("{u:.1} µs")),
+            peak as f64 / (1024.0 * 1024.0)
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn rate_section(md: &mut String, rounds: &[Vec<RateRow>], seconds: u64) {
+    if rounds.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Agent cost at fixed offered rates\n\n\
+         hey -c {RATE_WORKERS} -q RATE/{RATE_WORKERS} (an open loop: each keep-alive worker holds \
+         its share of the rate) against the live nginx for {seconds} s, the agent at 100 % with no \
+         budget, a fresh agent per rate. CPU per mirrored request is the agent's CPU over the run \
+         and the second after it (replays still landing) over the requests replayed. The shadow \
+         nginx and hey run on the same 2 cores. Medians over {} rounds.\n\n\
+         | offered req/s | held req/s | mirrored | agent CPU (% of one) | agent CPU per mirrored request | peak RSS |\n\
+         |---|---|---|---|---|---|",
+        rounds.len()
+    );
+    for (k, offered) in RATES.iter().enumerate() {
+        let rows: Vec<RateRow> = rounds.iter().filter_map(|r| r.get(k).copied()).collect();
+        let per: Vec<f64> = rows.iter().filter_map(|r| r.us_per_mirrored).collect();
+        let _ = writeln!(
+            md,
+            "| {offered} | {:.0} | {:.0} | {:.1} | {} | {:.1} MiB |",
+            median(rows.iter().map(|r| r.held).collect()),
+            median(rows.iter().map(|r| r.mirrored as f64).collect()),
+            median(rows.iter().map(|r| r.cpu).collect()) * 100.0,
+            if per.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.1} µs", median(per))
+            },
+            median(rows.iter().map(|r| r.peak_rss as f64).collect()) / (1024.0 * 1024.0),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nGoals: ≤ 15 µs of agent CPU per mirrored request at 1k, 5k and 20k req/s; RSS ≤ 64 MiB \
+         at 10k req/s mirrored."
+    );
+}
+
+#[cfg(test)]
+mod rate_tests {
+    #[test]
+    fn hey_summary_is_read() {
+        let out = "\nSummary:\n  Total:\t5.0011 secs\n  Requests/sec:\t999.7800\n";
+        assert_eq!(super::parse_hey(out), Some(999.78));
+        assert_eq!(super::parse_hey("nothing"), None);
     }
 }

@@ -23,7 +23,7 @@ struct Cli {
 enum Command {
     /// Install what is missing (Debian packages, bpf-linker, the BPF toolchain link).
     Setup {
-        /// Also install the benchmark tools (wrk, fio, nginx).
+        /// Also install the benchmark tools (wrk, hey, fio, nginx).
         #[arg(long)]
         bench: bool,
     },

@@ -27,7 +27,14 @@ const TOOLCHAIN_PACKAGES: &[&str] = &[
 const RUNTIME_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux"];
 // fonts-dejavu-core: the text in the forecast report's plots.
 // keepalived: the failover bench's baseline.
-const BENCH_PACKAGES: &[&str] = &["wrk", "fio", "nginx", "fonts-dejavu-core", "keepalived"];
+const BENCH_PACKAGES: &[&str] = &[
+    "wrk",
+    "hey",
+    "fio",
+    "nginx",
+    "fonts-dejavu-core",
+    "keepalived",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn installed(pkg: &str) -> bool {

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use aya::maps::{MapData, PerfEventArray};
+use aya::maps::MapData;
 use tokio::sync::mpsc;
 
 use super::{AgentConfig, AgentError, poller};
@@ -141,7 +141,7 @@ impl Task for Poller {
 
 /// Reads the classifier's perf buffers and rebuilds TCP and HTTP.
 pub struct CaptureReader {
-    pub perf: PerfEventArray<MapData>,
+    pub perf: MapData,
     pub stats: HashMap<u16, Arc<ServiceStats>>,
     pub tx: mpsc::Sender<CapturedExchange>,
     pub cfg: PipelineConfig,

@@ -12,10 +12,11 @@ pub mod packet;
 pub mod pipeline;
 pub mod qdisc;
 pub mod reassembly;
+pub mod ring;
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray, PerfEventArray},
+    maps::{Array, MapData, PerCpuArray},
     programs::{SchedClassifier, TcAttachType, tc},
 };
 use shadow_common::capture::{
@@ -76,11 +77,9 @@ pub struct TcCapture {
 impl TcCapture {
     /// Attaches the classifier to `cfg.interface`, first removing filters a
     /// killed agent may have left (netlink-attached filters outlive their
-    /// process; tcx links do not). Returns the capture and the perf array.
-    pub fn attach(
-        ebpf: &mut Ebpf,
-        cfg: &CaptureConfig,
-    ) -> Result<(Self, PerfEventArray<MapData>), CaptureError> {
+    /// process; tcx links do not). Returns the capture and the perf event
+    /// array, for the capture thread to open its rings on.
+    pub fn attach(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> Result<(Self, MapData), CaptureError> {
         let iface = cfg.interface.as_str();
         let attach_err = |message: String| CaptureError::Attach {
             interface: iface.to_owned(),
@@ -141,8 +140,15 @@ impl TcCapture {
             Array::try_from(take(ebpf, maps::SERVICES)?).map_err(map_err(maps::SERVICES))?;
         let stats = PerCpuArray::try_from(take(ebpf, maps::CAPTURE_STATS)?)
             .map_err(map_err(maps::CAPTURE_STATS))?;
-        let perf =
-            PerfEventArray::try_from(take(ebpf, maps::PACKETS)?).map_err(map_err(maps::PACKETS))?;
+        let perf = match take(ebpf, maps::PACKETS)? {
+            aya::maps::Map::PerfEventArray(data) => data,
+            _ => {
+                return Err(CaptureError::Missing {
+                    map: maps::PACKETS,
+                    message: "not a perf event array".into(),
+                });
+            }
+        };
         Ok((
             Self {
                 services,

@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -15,10 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{
-    MapData, PerfEventArray,
-    perf::{PerfEvent, PerfEventArrayBuffer},
-};
+use aya::maps::MapData;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,6 +24,7 @@ use shadow_common::capture::kind;
 use super::{
     packet::{self, DecodeError},
     reassembly::{Direction, FlowEvent, FlowKey, FlowTable, ReassemblyConfig},
+    ring::{PerfRing, RingEvent},
 };
 use crate::{
     http::conversation::{self, BodyEvent, Conversation, Exchange, Limits},
@@ -194,6 +192,8 @@ struct Pipeline {
     dump: Option<std::fs::File>,
     /// A packet's head waiting for its tail record.
     partial: Option<(shadow_common::capture::PacketMeta, Vec<u8>)>,
+    /// Flows whose request body is streaming now.
+    streaming: std::collections::HashSet<FlowKey>,
 }
 
 impl Pipeline {
@@ -250,6 +250,17 @@ impl Pipeline {
         self.drain_events();
     }
 
+    /// Whether a streamed body's queue is nearly full: its shadow request
+    /// is behind, so reading on would overrun it.
+    fn crowded(&self) -> bool {
+        self.streaming.iter().any(|k| {
+            self.convs
+                .get(k)
+                .and_then(|fc| fc.feed.as_ref())
+                .is_some_and(stream::BodyFeed::crowded)
+        })
+    }
+
     fn drain_events(&mut self) {
         let mut events = std::mem::take(&mut self.events);
         let now = crate::util::monotonic_ns();
@@ -283,6 +294,11 @@ impl Pipeline {
                     Direction::ToClient => fc.conv.on_response(bytes, now),
                 };
                 fc.stream(&key, &self.tx, &mut self.next_id);
+                if fc.feed.is_some() {
+                    self.streaming.insert(key);
+                } else {
+                    self.streaming.remove(&key);
+                }
                 if let Err(error) = res {
                     tracing::debug!(%error, flow = ?key, "HTTP parse failed; dropping flow");
                     fc.stats.flow_dropped(&error);
@@ -313,6 +329,7 @@ impl Pipeline {
     /// for their live response when a flow is dropped are counted.
     fn finish(&mut self, key: &FlowKey, closed_cleanly: bool) {
         self.emit(key);
+        self.streaming.remove(key);
         if let Some(fc) = self.convs.remove(key) {
             for _ in 0..fc.conv.pending() {
                 fc.stats.not_replayed(if closed_cleanly {
@@ -356,9 +373,25 @@ impl Pipeline {
     }
 }
 
-/// Starts the capture thread. It stops when `stop` is set.
+/// How often the capture thread reads the rings; a ring an eighth full
+/// wakes it sooner.
+const READ_INTERVAL_MS: i32 = 4;
+
+/// At most this much is read from one ring before what was read is
+/// processed: bounds the batch in memory, and lets a streamed body's
+/// reader keep up with a ring that filled in a burst.
+const READ_BATCH_BYTES: usize = 1 << 20;
+
+/// How long the capture thread leaves the rings unread while a streamed
+/// body's shadow request catches up (the rings hold the burst meanwhile;
+/// live is never waited on). Past this the stream overruns instead, so
+/// that other flows' packets are not lost to a full ring.
+const MAX_CATCH_UP: Duration = Duration::from_millis(100);
+
+/// Starts the capture thread over the classifier's perf event array
+/// `perf`, one ring per CPU. It stops when `stop` is set.
 pub fn spawn(
-    mut perf: PerfEventArray<MapData>,
+    perf: MapData,
     services: HashMap<u16, Arc<ServiceStats>>,
     tx: mpsc::Sender<CapturedExchange>,
     stop: Arc<AtomicBool>,
@@ -366,12 +399,13 @@ pub fn spawn(
     counters: Arc<PipelineCounters>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let cpus = aya::util::online_cpus().map_err(|(_, e)| e)?;
-    let mut buffers = Vec::new();
+    let ring_bytes = cfg.perf_pages * crate::util::page_size();
+    let watermark = u32::try_from(ring_bytes / 8).unwrap_or(u32::MAX);
+    let mut rings = Vec::new();
     for cpu in cpus {
-        let buf = perf
-            .open(cpu, Some(cfg.perf_pages))
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        buffers.push(buf);
+        let ring = PerfRing::open(cpu, cfg.perf_pages, watermark)?;
+        ring.attach(perf.fd().as_fd(), cpu)?;
+        rings.push(ring);
     }
     let mut pipeline = Pipeline {
         table: FlowTable::new(cfg.reassembly),
@@ -384,13 +418,14 @@ pub fn spawn(
         events: Vec::new(),
         dump: std::env::var_os("SHADOW_CAPTURE_DUMP").and_then(|p| std::fs::File::create(p).ok()),
         partial: None,
+        streaming: std::collections::HashSet::new(),
     };
     let handle = std::thread::Builder::new()
         .name("shadow-capture".into())
         .spawn(move || {
-            // The perf array must outlive its buffers.
+            // The array must outlive the rings it points at.
             let _perf = perf;
-            run(&mut pipeline, &mut buffers, &stop);
+            run(&mut pipeline, &mut rings, &stop);
         })?;
     Ok(handle)
 }
@@ -402,35 +437,65 @@ fn sample_ts(s: &[u8]) -> u64 {
         .map_or(0, u64::from_ne_bytes)
 }
 
-fn run(p: &mut Pipeline, buffers: &mut [PerfEventArrayBuffer<MapData>], stop: &AtomicBool) {
+fn run(p: &mut Pipeline, buffers: &mut [PerfRing], stop: &AtomicBool) {
     let mut fds: Vec<libc::pollfd> = buffers
         .iter()
         .map(|b| libc::pollfd {
-            fd: b.as_raw_fd(),
+            fd: b.as_fd().as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         })
         .collect();
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut last_expire = Instant::now();
+    let mut behind = false;
+    let mut crowded_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        if p.crowded() {
+            let since = *crowded_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < MAX_CATCH_UP {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        } else {
+            crowded_since = None;
+        }
+        // Sleeps unless a batch left records unread.
+        let wait = if behind { 0 } else { READ_INTERVAL_MS };
         // SAFETY: `fds` is a valid array of pollfd for its length.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+        // A ring left with records unread bounds what may be processed:
+        // nothing later than the last record read from it (a k-way merge
+        // by capture time; the rest waits in `held`).
+        let mut horizon = u64::MAX;
         for buf in buffers.iter_mut() {
             if !buf.readable() {
                 continue;
             }
             let mut lost = 0u64;
-            buf.for_each(|ev| match ev {
-                PerfEvent::Sample { head, tail } => {
+            let mut last_ts = 0;
+            buf.for_each(READ_BATCH_BYTES, |ev| match ev {
+                RingEvent::Sample { head, tail } => {
                     // The one copy of a sample: out of the ring.
                     let mut v = Vec::with_capacity(head.len() + tail.len());
                     v.extend_from_slice(head);
                     v.extend_from_slice(tail);
+                    // A packet's head is read with its tail record, which
+                    // follows it in the same ring.
+                    let whole = packet::split(&v)
+                        .map_or(true, |(m, _)| m.kind != kind::PACKET || m.tail_len == 0);
+                    last_ts = sample_ts(&v);
                     batch.push(v);
+                    whole
                 }
-                PerfEvent::Lost { count } => lost += count,
+                RingEvent::Lost { count } => {
+                    lost += count;
+                    true
+                }
             });
+            if buf.readable() {
+                horizon = horizon.min(last_ts);
+            }
             if lost > 0 {
                 p.counters.lost.fetch_add(lost, Ordering::Relaxed);
                 metrics::counter!(names::CAPTURE_LOST).increment(lost);
@@ -439,9 +504,11 @@ fn run(p: &mut Pipeline, buffers: &mut [PerfEventArrayBuffer<MapData>], stop: &A
         // Each CPU has its own buffer: merge them in capture order, so a
         // response is not seen before the request it answers.
         batch.sort_by_key(|s| sample_ts(s));
-        for s in batch.drain(..) {
+        let ready = batch.partition_point(|s| sample_ts(s) <= horizon);
+        for s in batch.drain(..ready) {
             p.on_sample(s);
         }
+        behind = buffers.iter().any(PerfRing::readable);
         let st = p.table.stats();
         let c = &p.counters;
         c.out_of_order_segments

@@ -72,6 +72,11 @@ impl BodyFeed {
         }
     }
 
+    /// Three quarters of the queue are taken: the shadow request is behind.
+    pub fn crowded(&self) -> bool {
+        self.tx.capacity() < QUEUED_PIECES / 4
+    }
+
     /// The body is complete: once the queue drains, the shadow's body ends.
     /// A feed dropped without this cuts the body with an error.
     pub fn end(self) {
@@ -208,6 +213,7 @@ mod tests {
         for _ in 0..QUEUED_PIECES {
             assert_eq!(feed.push(Bytes::from_static(b"x")), Push::Queued);
         }
+        assert!(feed.crowded());
         assert_eq!(feed.push(Bytes::from_static(b"x")), Push::Overrun);
         drop(feed);
         let e = stream.take_body().unwrap().collect_all().await;
