@@ -8,7 +8,8 @@
 //! the 50 ms shadow (counting requests). A second
 //! nginx (2 workers, as the agent has 2 runtime threads) is the proxy:
 //! plain `proxy_pass` to live, and `mirror` to each shadow. The agent's
-//! inline proxy fronts the same live upstream, mirroring 100 %.
+//! inline proxy fronts the same live upstream, mirroring 100 % (no CPU
+//! budget, so that it mirrors every request as nginx does).
 
 use std::{
     fmt::Write as _,
@@ -156,7 +157,7 @@ fn agent(bin: &Path, dir: &Path, p: Ports, target: u16) -> Result<(Proc, PathBuf
     std::fs::write(
         &cfg,
         format!(
-            "[capture]\ninterface = \"lo\"\nqueue = 100000\n[[service]]\nname = \"web\"\nport = {}\n\
+            "[agent]\ncpu_budget = 0\n[capture]\ninterface = \"lo\"\nqueue = 100000\n[[service]]\nname = \"web\"\nport = {}\n\
              percent = 100\ntargets = [\"http://127.0.0.1:{target}\"]\ntimeout = \"5s\"\n\
              max_in_flight = 512\n[service.diff]\nnoise_fraction = 0.0\n\
              [service.inline]\nlisten = \"127.0.0.1:{}\"\n",
@@ -332,7 +333,7 @@ pub fn run(bin: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()> {
          `shadow-bench inline-proxy`). wrk -t1 -c32 for {seconds} s per setting, {rounds} rounds \
          with the settings in turn, medians. Live: nginx, 1 worker, 1 KiB page on 127.0.0.1. \
          Proxies: nginx with 2 workers (plain `proxy_pass`, and `mirror` of every request) and \
-         the agent's inline proxy (2 runtime threads, 100 % mirrored, telemetry attached) on the \
+         the agent's inline proxy (2 runtime threads, 100 % mirrored with no CPU budget, as nginx mirrors every request, telemetry attached) on the \
          same live upstream. Fast shadow: nginx; slow shadow: answers after 50 ms. All on this \
          host's 2 cores.\n"
     );

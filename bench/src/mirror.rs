@@ -385,6 +385,22 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     }
     budget_section(&mut md, &budget, seconds);
     rate_section(&mut md, &rates, seconds);
+    let ladder_rps: Vec<f64> = ladder
+        .iter()
+        .map(|r| median(r.iter().map(|x| x.rps).collect()))
+        .collect();
+    let ladder_p99: Vec<f64> = ladder
+        .iter()
+        .map(|r| median(r.iter().map(|x| x.p99).collect()))
+        .collect();
+    issue_table(
+        &mut md,
+        p_p99,
+        &ladder_rps,
+        &ladder_p99,
+        (c_rps / p_rps, c_p99, comp),
+        (n_rps / p_rps, n_p99),
+    );
     print!("\n{md}");
     if let Some(parent) = report.parent() {
         std::fs::create_dir_all(parent)?;
@@ -392,6 +408,54 @@ pub fn run(agent: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()>
     std::fs::write(report, md)?;
     println!("report written to {}", report.display());
     Ok(())
+}
+
+/// Issue #13's table as it was measured when the issue was filed (wrk
+/// -t1 -c32, 8 s rounds), beside this run's figures: (setting, req/s
+/// ratio, p99).
+const ISSUE_13: [(&str, &str, &str); 6] = [
+    ("telemetry only", "0.89", "0.53 ms"),
+    ("capture at 0 %", "0.85", "0.6 ms"),
+    ("capture at 1 %", "0.83", "0.68 ms"),
+    ("capture at 10 %", "0.50", "1-2 ms"),
+    ("capture at 100 %", "0.13, 87 % coverage", "5 ms"),
+    ("nginx `mirror`", "0.054", "110 ms"),
+];
+
+/// The issue's table redone: its figures when it was filed, and this
+/// run's. `captured`: (req/s ratio, p99 ms, completeness) at 100 %;
+/// `nginx`: (req/s ratio, p99 ms).
+fn issue_table(
+    md: &mut String,
+    base_p99: f64,
+    ladder_rps: &[f64],
+    ladder_p99: &[f64],
+    captured: (f64, f64, f64),
+    nginx: (f64, f64),
+) {
+    let _ = writeln!(
+        md,
+        "\n## Issue #13's table, redone\n\nThe figures the issue was filed with \
+         (8 s rounds, the no-agent run about 130k req/s at p99 0.5 ms) beside this run's \
+         (no-agent p99 {base_p99:.3} ms; a ladder row's p99 is its ratio times that).\n\n\
+         | live server | req/s vs no agent, then | p99, then | req/s vs no agent, now | p99, now |\n\
+         |---|---|---|---|---|"
+    );
+    let now: Vec<(String, String)> = ladder_rps
+        .iter()
+        .zip(ladder_p99)
+        .map(|(r, p)| (format!("{r:.3}"), format!("{:.2} ms", p * base_p99)))
+        .chain([
+            (
+                format!("{:.3}, {:.0} % coverage", captured.0, captured.2 * 100.0),
+                format!("{:.2} ms", captured.1),
+            ),
+            (format!("{:.3}", nginx.0), format!("{:.2} ms", nginx.1)),
+        ])
+        .collect();
+    for ((name, rps, p99), (rps_now, p99_now)) in ISSUE_13.iter().zip(&now) {
+        let _ = writeln!(md, "| {name} | {rps} | {p99} | {rps_now} | {p99_now} |");
+    }
 }
 
 /// The budget the saturation rows give the agent, in cores.

@@ -307,6 +307,11 @@ fn forecast_key(
 }
 
 fn main() -> ExitCode {
+    // The agent's heap is small and churns: with transparent huge pages
+    // each 2 MiB region it touches stays whole (36 of its 53 MiB of heap
+    // at 10k mirrored req/s). The kernel then backs it with 4 KiB pages.
+    // SAFETY: integer arguments; it sets a flag of this process only.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
