@@ -170,6 +170,9 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the completion script for a shell, e.g.
+    /// `shadowctl completion bash > /etc/bash_completion.d/shadowctl`.
+    Completion { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]

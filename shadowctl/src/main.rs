@@ -283,6 +283,14 @@ async fn run(cli: Cli) -> Result<()> {
             print_json(&control.get_json(&path).await?)?;
         }
         Command::Metrics => print!("{}", admin.metrics().await?),
+        Command::Completion { shell } => {
+            // Made from the command line's own definition, so it always
+            // matches this binary; needs no agent.
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "shadowctl", &mut script);
+            std::io::stdout().lock().write_all(&script)?;
+        }
         Command::History { metric: None } => {
             for n in admin.history_names().await? {
                 println!("{n}");

@@ -24,7 +24,17 @@ const TOOLCHAIN_PACKAGES: &[&str] = &[
     "libzstd-dev",
 ];
 /// What the agent and its tests use at run time.
-const RUNTIME_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux"];
+// libcap2-bin: capsh, to run the agent as nobody with only the systemd
+// unit's capabilities; prometheus: promtool checks the alert rules;
+// systemd: systemd-analyze verifies the unit.
+const RUNTIME_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftool",
+    "util-linux",
+    "libcap2-bin",
+    "prometheus",
+    "systemd",
+];
 // fonts-dejavu-core: the text in the forecast report's plots.
 // keepalived: the failover bench's baseline.
 const BENCH_PACKAGES: &[&str] = &[
