@@ -9,7 +9,10 @@
 //! nginx (2 workers, as the agent has 2 runtime threads) is the proxy:
 //! plain `proxy_pass` to live, and `mirror` to each shadow. The agent's
 //! inline proxy fronts the same live upstream, mirroring 100 % (no CPU
-//! budget, so that it mirrors every request as nginx does).
+//! budget, so that it mirrors every request as nginx does). The second
+//! peer is moonlight-http from crates.io (installed by `cargo xtask setup
+//! --bench`), a Rust shadow proxy that answers with the primary's response
+//! without waiting for the candidate and stores each comparison.
 
 use std::{
     fmt::Write as _,
@@ -46,6 +49,7 @@ struct Ports {
     mirror: u16,
     mirror_slow: u16,
     inline: u16,
+    moonlight: u16,
 }
 
 fn nginx(dir: &Path, name: &str, workers: u32, http: &str, ports: &[u16]) -> Result<Proc> {
@@ -189,6 +193,31 @@ fn agent(bin: &Path, dir: &Path, p: Ports, target: u16) -> Result<(Proc, PathBuf
     Ok((a, control))
 }
 
+/// moonlight-http in front of `live`, comparing with `target`: the primary's
+/// answer is returned without waiting for the candidate; comparisons go to
+/// a JSONL file (the last 1,000 kept).
+fn moonlight(dir: &Path, listen: u16, live: u16, target: u16) -> Result<Proc> {
+    let child = Command::new("moonlight-http")
+        .args(["--no-config", "--return-target", "primary"])
+        .args(["--response-timing", "return-selected"])
+        .args(["--retention-max-runs", "1000"])
+        .arg("--bind-addr")
+        .arg(format!("127.0.0.1:{listen}"))
+        .arg("--primary-url")
+        .arg(format!("http://127.0.0.1:{live}"))
+        .arg("--candidate-url")
+        .arg(format!("http://127.0.0.1:{target}"))
+        .arg("--storage-path")
+        .arg(dir.join("moonlight.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting moonlight-http (`cargo xtask setup --bench` installs it)")?;
+    let p = Proc(child);
+    wait_listening(&[listen], "moonlight-http")?;
+    Ok(p)
+}
+
 fn inline_status(shadowctl: &Path, control: &Path) -> Result<serde_json::Value> {
     let out = Command::new(shadowctl)
         .arg("--control")
@@ -216,13 +245,15 @@ impl Runs {
     }
 }
 
-const SETTINGS: [&str; 6] = [
+const SETTINGS: [&str; 8] = [
     "live direct (no proxy)",
     "nginx proxy_pass, no mirror",
     "nginx mirror, fast shadow",
     "nginx mirror, 50 ms shadow",
     "shadow inline, fast shadow",
     "shadow inline, 50 ms shadow",
+    "moonlight-http, fast shadow",
+    "moonlight-http, 50 ms shadow",
 ];
 
 pub fn run(bin: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()> {
@@ -237,6 +268,7 @@ pub fn run(bin: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()> {
         mirror: free_port()?,
         mirror_slow: free_port()?,
         inline: free_port()?,
+        moonlight: free_port()?,
     };
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
@@ -291,13 +323,23 @@ pub fn run(bin: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()> {
         for (k, name) in SETTINGS.iter().enumerate() {
             let fast_before = lines(&shadow_log);
             let slow_before = slow.load(Ordering::Relaxed);
-            let (agent, port) = match k {
-                0 => (None, p.live),
-                1 => (None, p.plain),
-                2 => (None, p.mirror),
-                3 => (None, p.mirror_slow),
-                4 => (Some(agent(bin, &dir, p, p.shadow)?), p.inline),
-                _ => (Some(agent(bin, &dir, p, p.slow)?), p.inline),
+            let (agent, peer, port) = match k {
+                0 => (None, None, p.live),
+                1 => (None, None, p.plain),
+                2 => (None, None, p.mirror),
+                3 => (None, None, p.mirror_slow),
+                4 => (Some(agent(bin, &dir, p, p.shadow)?), None, p.inline),
+                5 => (Some(agent(bin, &dir, p, p.slow)?), None, p.inline),
+                6 => (
+                    None,
+                    Some(moonlight(&dir, p.moonlight, p.live, p.shadow)?),
+                    p.moonlight,
+                ),
+                _ => (
+                    None,
+                    Some(moonlight(&dir, p.moonlight, p.live, p.slow)?),
+                    p.moonlight,
+                ),
             };
             let r = wrk_latency(port, seconds)?;
             // Replays still in flight land (a 50 ms shadow, 5 s timeout).
@@ -308,6 +350,7 @@ pub fn run(bin: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()> {
                 statuses.push((name, inline_status(&shadowctl, control)?));
             }
             drop(agent);
+            drop(peer);
             let got =
                 (lines(&shadow_log) - fast_before) + (slow.load(Ordering::Relaxed) - slow_before);
             let served = r.0 * seconds as f64;
@@ -334,7 +377,8 @@ pub fn run(bin: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()> {
          with the settings in turn, medians. Live: nginx, 1 worker, 1 KiB page on 127.0.0.1. \
          Proxies: nginx with 2 workers (plain `proxy_pass`, and `mirror` of every request) and \
          the agent's inline proxy (2 runtime threads, 100 % mirrored with no CPU budget, as nginx mirrors every request, telemetry attached) on the \
-         same live upstream. Fast shadow: nginx; slow shadow: answers after 50 ms. All on this \
+         same live upstream; moonlight-http 0.1.2 (crates.io) returning the primary's answer without \
+         waiting for the candidate. Fast shadow: nginx; slow shadow: answers after 50 ms. All on this \
          host's 2 cores.\n"
     );
     let _ = writeln!(
@@ -392,6 +436,17 @@ pub fn run(bin: &Path, seconds: u64, rounds: u32, report: &Path) -> Result<()> {
         md,
         "- The inline proxy's cost against a plain nginx `proxy_pass`: {:.2}x its throughput.",
         ratio(4, 1, |x| x.0)
+    );
+    let _ = writeln!(
+        md,
+        "- Against moonlight-http: inline throughput **{:.2}x** with the fast shadow (p99 {:.3} vs \
+         {:.3} ms) and **{:.2}x** with the 50 ms shadow (p50 {:.3} vs {:.3} ms).",
+        ratio(4, 6, |x| x.0),
+        runs[4].med(|x| x.2),
+        runs[6].med(|x| x.2),
+        ratio(5, 7, |x| x.0),
+        runs[5].med(|x| x.1),
+        runs[7].med(|x| x.1)
     );
     let _ = writeln!(
         md,

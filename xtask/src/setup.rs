@@ -46,6 +46,8 @@ const BENCH_PACKAGES: &[&str] = &[
     "keepalived",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The inline bench's second peer: a shadow proxy from crates.io.
+const MOONLIGHT_VERSION: &str = "0.1.2";
 
 fn installed(pkg: &str) -> bool {
     output("dpkg-query", &["-W", "-f=${Status}", pkg])
@@ -79,6 +81,9 @@ pub fn run_setup(bench: bool) -> Result<()> {
         let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
         args.extend(&missing);
         sh("apt-get", &args)?;
+    }
+    if bench {
+        install_moonlight()?;
     }
 
     if debian_toolchain {
@@ -122,6 +127,31 @@ pub fn run_setup(bench: bool) -> Result<()> {
         } else {
             sh("rustup", &["toolchain", "link", "debian-bpf", "/usr"])?;
         }
+    }
+    Ok(())
+}
+
+/// moonlight-http (crates.io), the inline bench's second peer, built once
+/// into cargo's bin directory (about three minutes).
+fn install_moonlight() -> Result<()> {
+    if output("moonlight-http", &["--version"]).is_some_and(|v| v.contains(MOONLIGHT_VERSION)) {
+        println!("    moonlight-http {MOONLIGHT_VERSION}: present");
+        return Ok(());
+    }
+    println!("    building moonlight-http {MOONLIGHT_VERSION} (about three minutes)");
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "install",
+                "moonlight-http",
+                "--locked",
+                "--version",
+                MOONLIGHT_VERSION,
+            ])
+            .env_remove("RUSTC_BOOTSTRAP")
+            .status()?;
+    if !status.success() {
+        bail!("cargo install moonlight-http failed with {status}");
     }
     Ok(())
 }
