@@ -615,15 +615,7 @@ fn parse_hey(text: &str) -> Option<f64> {
 
 /// The peak RSS (VmHWM) of `pid`, in bytes.
 fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
+    crate::overhead::status_bytes(pid, "VmHWM")
 }
 
 /// The agent at 100 % under hey holding each of [`RATES`] for `seconds`

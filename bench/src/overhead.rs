@@ -220,16 +220,21 @@ pub fn usage(pid: u32) -> (f64, u64) {
             .get(12)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0);
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    (ticks / hz, status_bytes(pid, "VmRSS"))
+}
+
+/// A kB field of `/proc/<pid>/status` (VmRSS, VmHWM, ...), in bytes; 0
+/// when the process or the field is gone.
+pub fn status_bytes(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         })
         .unwrap_or(0)
-        * 1024;
-    (ticks / hz, rss)
+        * 1024
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {

@@ -27,7 +27,7 @@ use super::{
     ring::{PerfRing, RingEvent},
 };
 use crate::{
-    http::conversation::{self, BodyEvent, Conversation, Exchange, Limits},
+    http::conversation::{BodyEvent, Conversation, Exchange, Limits},
     metrics::service::ServiceStats,
     metrics::{names, reason::Drop},
 };
@@ -129,11 +129,7 @@ impl FlowConv {
     fn stream(&mut self, key: &FlowKey, tx: &mpsc::Sender<CapturedExchange>, next_id: &mut u64) {
         for event in self.conv.take_streamed() {
             match event {
-                BodyEvent::Begin(request) => {
-                    let te = conversation::header(&request.headers, "transfer-encoding");
-                    let length = conversation::header(&request.headers, "content-length")
-                        .filter(|_| te.is_none())
-                        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
+                BodyEvent::Begin { request, length } => {
                     let (feed, live, body) = stream::channel(length);
                     *next_id += 1;
                     let item = CapturedExchange {

@@ -76,6 +76,8 @@ pub(super) struct Body {
     pub(super) streaming: bool,
     /// Payload read since the reader last took it (while streaming).
     pub(super) pieces: Vec<Bytes>,
+    /// The Content-Length the head declared, if the body is framed by one.
+    pub(super) declared: Option<u64>,
 }
 
 impl Body {
@@ -94,6 +96,10 @@ impl Body {
             limits,
             dir,
             chunked: framing == Framing::ChunkSize,
+            declared: match framing {
+                Framing::Length(n) => Some(n),
+                _ => None,
+            },
             data: BytesMut::new(),
             trailers: Vec::new(),
             total: 0,

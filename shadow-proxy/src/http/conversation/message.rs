@@ -48,7 +48,12 @@ pub struct Request {
 /// failed or the connection ended first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BodyEvent {
-    Begin(Request),
+    /// The head, and the body's length when Content-Length declared it
+    /// (`None` when chunked).
+    Begin {
+        request: Request,
+        length: Option<u64>,
+    },
     Data(Bytes),
     End,
 }

@@ -9,8 +9,8 @@ use super::{BodyEvent, Direction, HttpError, Limits, Request, Response};
 pub(super) trait Message {
     fn complete(&mut self, body: Body, first_ns: u64, last_ns: u64);
     /// What announces a streamed body of this message (only requests
-    /// stream).
-    fn begin_stream(&self) -> Option<BodyEvent> {
+    /// stream), `length` bytes long when the head declared it.
+    fn begin_stream(&self, _length: Option<u64>) -> Option<BodyEvent> {
         None
     }
 }
@@ -23,8 +23,11 @@ impl Message for Request {
         (self.first_byte_ns, self.last_byte_ns) = (first_ns, last_ns);
     }
 
-    fn begin_stream(&self) -> Option<BodyEvent> {
-        Some(BodyEvent::Begin(self.clone()))
+    fn begin_stream(&self, length: Option<u64>) -> Option<BodyEvent> {
+        Some(BodyEvent::Begin {
+            request: self.clone(),
+            length,
+        })
     }
 }
 
@@ -115,9 +118,9 @@ impl<M: Message> Reader<M> {
             let step = flight.body.step(&mut self.input)?;
             if flight.body.streaming {
                 if !std::mem::replace(&mut flight.announced, true) {
-                    let mut begin = flight.head.begin_stream();
-                    if let Some(BodyEvent::Begin(r)) = begin.as_mut() {
-                        r.first_byte_ns = flight.first_ns;
+                    let mut begin = flight.head.begin_stream(flight.body.declared);
+                    if let Some(BodyEvent::Begin { request, .. }) = begin.as_mut() {
+                        request.first_byte_ns = flight.first_ns;
                     }
                     self.streamed.extend(begin);
                 }

@@ -276,7 +276,7 @@ fn streamed(request: &[u8], step: usize, over: usize) -> (Vec<BodyEvent>, Reques
 
 fn streamed_body(events: &[BodyEvent]) -> Vec<u8> {
     assert!(
-        matches!(events.first(), Some(BodyEvent::Begin(_))),
+        matches!(events.first(), Some(BodyEvent::Begin { .. })),
         "{events:?}"
     );
     assert_eq!(events.last(), Some(&BodyEvent::End));
@@ -309,7 +309,7 @@ fn bodies_over_the_bound_stream_as_they_are_read_and_are_not_held() {
         for step in [1_000, 65_536, request.len()] {
             let (events, rq) = streamed(request, step, 100_000);
             match &events[0] {
-                BodyEvent::Begin(head) => {
+                BodyEvent::Begin { request: head, .. } => {
                     assert_eq!((head.method.as_str(), head.target.as_str()), ("PUT", path));
                     assert!(head.body.is_empty());
                 }
@@ -361,7 +361,7 @@ fn a_streamed_body_cut_short_never_ends() {
     );
     c.on_close(3);
     let events = c.take_streamed();
-    assert!(matches!(events[0], BodyEvent::Begin(_)));
+    assert!(matches!(events[0], BodyEvent::Begin { .. }));
     assert!(!events.contains(&BodyEvent::End), "{events:?}");
     assert!(
         c.take_exchanges().is_empty(),
